@@ -1,0 +1,51 @@
+"""Where each component lives inside a weights folder.
+
+The production folder (written by scripts/download_weights.py) and the tiny folder (written by
+scripts/make_tiny_weights.py) share this layout; the pipeline only ever sees a WeightsLayout.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+FACEID_ADAPTER_FILE = "ip-adapter-faceid-plusv2_sdxl.bin"
+FACE_DETECTOR_FILE = "det_10g.onnx"
+FACE_RECOGNIZER_FILE = "w600k_r50.onnx"
+# Diffusers loads the SDXL components of this variant ("*.fp16.safetensors").
+SDXL_VARIANT = "fp16"
+
+
+@dataclass(frozen=True)
+class WeightsLayout:
+    root: Path
+
+    @property
+    def manifest(self) -> Path:
+        """The manifest of the files in this folder (profile, paths, sizes, sha256)."""
+        return self.root / "manifest.json"
+
+    @property
+    def sdxl(self) -> Path:
+        """Diffusers folder of the SDXL base: text encoders, tokenizers, UNet, scheduler."""
+        return self.root / "sdxl"
+
+    @property
+    def vae(self) -> Path:
+        """Diffusers folder of the fp16-safe SDXL VAE."""
+        return self.root / "vae"
+
+    @property
+    def image_encoder(self) -> Path:
+        """transformers folder of the CLIP ViT-H/14 vision encoder read by FaceID Plus v2."""
+        return self.root / "image_encoder"
+
+    @property
+    def faceid_adapter(self) -> Path:
+        """IP-Adapter FaceID Plus v2 for SDXL: image projection, IP attention and LoRA weights."""
+        return self.root / "ip_adapter" / FACEID_ADAPTER_FILE
+
+    @property
+    def face_analysis(self) -> Path:
+        """insightface model folder (buffalo_l): SCRFD detector and ArcFace recognizer."""
+        return self.root / "insightface" / "buffalo_l"
