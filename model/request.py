@@ -1,0 +1,104 @@
+"""Turning the Cog inputs into one validated, normalised request.
+
+This module owns the rules of the contract that do not need a model: which size to generate at,
+which inputs go together, and the seed. Every rule fails with an InputError that names the inputs.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from model.errors import InputError
+from model.sizes import ASPECT_RATIO_SIZES, Size, parse_resolution
+
+log = logging.getLogger(__name__)
+
+SEED_MAX = 2147483647
+# The `resolution` value meaning "use aspect_ratio instead", as in the original model.
+NO_RESOLUTION = "None"
+
+
+@dataclass(frozen=True)
+class InpaintInputs:
+    image: Path
+    mask: Path
+
+
+@dataclass(frozen=True)
+class Request:
+    prompt: str
+    reference_image: Path
+    seed: int
+    style_type: str
+    rendering_speed: str
+    magic_prompt_option: str
+    # The output size for text-to-image; None when inpainting, whose output has the image's size.
+    size: Size | None
+    inpaint: InpaintInputs | None
+
+    @property
+    def mode(self) -> str:
+        return "generate" if self.inpaint is None else "inpaint"
+
+
+def resolve_seed(seed: int | None) -> int:
+    """The request's seed: the given one, or a random one in [0, SEED_MAX]; logged either way."""
+    if seed is None:
+        seed = secrets.randbelow(SEED_MAX + 1)
+    elif seed > SEED_MAX:
+        raise InputError(f"seed must be at most {SEED_MAX}; got {seed}")
+    log.info("Using seed: %d", seed)
+    return seed
+
+
+def output_size(resolution: str, aspect_ratio: str) -> Size:
+    """`resolution` overrides `aspect_ratio`; both come from the contract's lists."""
+    if resolution != NO_RESOLUTION:
+        return parse_resolution(resolution)
+    try:
+        return ASPECT_RATIO_SIZES[aspect_ratio]
+    except KeyError:
+        choices = ", ".join(ASPECT_RATIO_SIZES)
+        raise InputError(f"aspect_ratio {aspect_ratio!r} is not one of: {choices}") from None
+
+
+def build_request(
+    *,
+    prompt: str,
+    character_reference_image: Path,
+    image: Path | None,
+    mask: Path | None,
+    seed: int | None,
+    resolution: str,
+    style_type: str,
+    aspect_ratio: str,
+    rendering_speed: str,
+    magic_prompt_option: str,
+) -> Request:
+    """Validate the inputs together and normalise them into a Request."""
+    if not prompt.strip():
+        raise InputError("prompt is empty: describe the image to generate")
+    if mask is not None and image is None:
+        raise InputError("mask was given without image: inpainting needs both image and mask")
+    if image is not None and mask is None:
+        raise InputError(
+            "image was given without mask: inpainting needs a mask too "
+            "(black pixels are regenerated, white pixels are kept)"
+        )
+    inpaint = InpaintInputs(image=Path(image), mask=Path(mask)) if image is not None else None
+    size = None if inpaint is not None else output_size(resolution, aspect_ratio)
+    if inpaint is not None and (resolution != NO_RESOLUTION or aspect_ratio != "1:1"):
+        log.info("Inpainting: resolution and aspect_ratio are ignored; the output has the image's size")
+    return Request(
+        prompt=prompt.strip(),
+        reference_image=Path(character_reference_image),
+        seed=resolve_seed(seed),
+        style_type=style_type,
+        rendering_speed=rendering_speed,
+        magic_prompt_option=magic_prompt_option,
+        size=size,
+        inpaint=inpaint,
+    )

@@ -1,0 +1,107 @@
+"""Request normalisation: each rule of the contract that needs no model, one case per row."""
+
+import logging
+
+import pytest
+
+from model.errors import InputError
+from model.request import SEED_MAX, build_request, output_size, resolve_seed
+from model.sizes import ASPECT_RATIO_SIZES, Size, working_size
+
+DEFAULTS = dict(
+    prompt="a portrait",
+    character_reference_image="ref.png",
+    image=None,
+    mask=None,
+    seed=7,
+    resolution="None",
+    style_type="Auto",
+    aspect_ratio="1:1",
+    rendering_speed="Default",
+    magic_prompt_option="Auto",
+)
+
+
+def request(**changes):
+    return build_request(**{**DEFAULTS, **changes})
+
+
+@pytest.mark.parametrize(
+    ("resolution", "aspect_ratio", "expected"),
+    [
+        ("None", "1:1", Size(1024, 1024)),
+        ("None", "16:9", Size(1312, 736)),
+        ("None", "9:16", Size(736, 1312)),
+        ("None", "3:1", Size(1536, 512)),
+        ("1344x768", "1:1", Size(1344, 768)),  # resolution overrides aspect_ratio
+        ("512x1536", "16:9", Size(512, 1536)),
+    ],
+)
+def test_output_size(resolution, aspect_ratio, expected):
+    assert output_size(resolution, aspect_ratio) == expected
+    assert request(resolution=resolution, aspect_ratio=aspect_ratio).size == expected
+
+
+@pytest.mark.parametrize(("ratio", "size"), ASPECT_RATIO_SIZES.items())
+def test_aspect_ratio_table_row(ratio, size):
+    width, height = (int(part) for part in ratio.split(":"))
+    assert size.width % 32 == 0 and size.height % 32 == 0
+    assert 0.75e6 <= size.pixels <= 1.1e6
+    assert abs(size.width / size.height - width / height) < 0.01
+
+
+def test_inpainting_ignores_resolution_and_aspect_ratio():
+    normalised = request(image="in.png", mask="mask.png", resolution="1344x768", aspect_ratio="16:9")
+    assert normalised.mode == "inpaint"
+    assert normalised.size is None
+    assert str(normalised.inpaint.image) == "in.png"
+
+
+def test_mask_without_image_names_both_inputs():
+    with pytest.raises(InputError, match="mask was given without image"):
+        request(mask="mask.png")
+
+
+def test_image_without_mask_names_both_inputs():
+    with pytest.raises(InputError, match="image was given without mask"):
+        request(image="in.png")
+
+
+@pytest.mark.parametrize("prompt", ["", "   \n\t"])
+def test_empty_prompt_is_refused(prompt):
+    with pytest.raises(InputError, match="prompt is empty"):
+        request(prompt=prompt)
+
+
+def test_given_seed_is_kept_and_logged(caplog):
+    with caplog.at_level(logging.INFO):
+        assert request(seed=42).seed == 42
+    assert "Using seed: 42" in caplog.text
+
+
+def test_missing_seed_is_random_in_range_and_logged(caplog):
+    with caplog.at_level(logging.INFO):
+        seeds = {resolve_seed(None) for _ in range(50)}
+    assert len(seeds) > 40
+    assert all(0 <= seed <= SEED_MAX for seed in seeds)
+    assert all(f"Using seed: {seed}" in caplog.text for seed in seeds)
+
+
+def test_seed_above_maximum_is_refused():
+    with pytest.raises(InputError, match="seed must be at most 2147483647"):
+        resolve_seed(SEED_MAX + 1)
+
+
+@pytest.mark.parametrize(
+    ("original", "expected"),
+    [
+        (Size(1600, 1200), Size(1184, 896)),
+        (Size(512, 512), Size(1024, 1024)),
+        (Size(4000, 3000), Size(1184, 896)),
+        (Size(3000, 1000), Size(1760, 576)),
+    ],
+)
+def test_working_size_keeps_ratio_near_one_megapixel(original, expected):
+    size = working_size(original)
+    assert size == expected
+    assert size.width % 32 == 0 and size.height % 32 == 0
