@@ -9,6 +9,7 @@ from typing import Optional
 
 from cog import BaseRunner, Input, Path
 
+from model.logs import configure_logging
 from model.request import build_request
 from model.service import CharacterService
 
@@ -36,6 +37,7 @@ SEED_MAX = 2147483647
 
 class Predictor(BaseRunner):
     def setup(self) -> None:
+        configure_logging()
         self.service = CharacterService.load(os.environ.get("WEIGHTS_DIR", "weights"))
 
     def run(

@@ -58,6 +58,8 @@ class InpaintPlan:
 
     def blend_weights(self) -> np.ndarray:
         """Weight of the generated pixels: 0 on kept pixels, rising to 1 within SEAM_PIXELS of them."""
+        if not self.keep.any():  # all black: nothing to blend with (and EDT needs a kept pixel)
+            return np.ones((*self.keep.shape, 1), dtype=np.float32)
         distance_to_kept = ndimage.distance_transform_edt(~self.keep)
         return np.clip(distance_to_kept / SEAM_PIXELS, 0.0, 1.0).astype(np.float32)[..., None]
 

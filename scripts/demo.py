@@ -1,0 +1,94 @@
+"""One prediction on the offline default: production weights when the weights folder has them,
+otherwise the tiny profile (built on first use). Writes the image and prints the server's log lines.
+
+Usage: python scripts/demo.py [--weights-dir weights] [--tiny-weights-dir .cache/tiny-weights] [--out outputs/demo.png]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from make_tiny_weights import build_tiny_profile  # noqa: E402
+
+from model.errors import WeightsError  # noqa: E402
+from model.layout import WeightsLayout  # noqa: E402
+from model.weights import check_weights, load_manifest  # noqa: E402
+
+PROMPT = "a close up photo of a woman in a fashion magazine photoshoot"
+
+
+def has_production_weights(folder: Path) -> bool:
+    manifest = WeightsLayout(folder).manifest
+    return manifest.is_file() and load_manifest(manifest).profile == "production"
+
+
+def tiny_profile(folder: Path) -> Path:
+    try:
+        check_weights(WeightsLayout(folder))
+    except WeightsError:
+        print(f"Building the tiny profile in {folder} ...")
+        shutil.rmtree(folder, ignore_errors=True)
+        build_tiny_profile(folder)
+    return folder
+
+
+def reference_photo() -> Path:
+    """NASA's public-domain astronaut portrait, shipped with scikit-image: no download needed."""
+    from PIL import Image
+    from skimage import data
+
+    path = Path(tempfile.mkdtemp(prefix="demo-reference-")) / "astronaut.png"
+    Image.fromarray(data.astronaut()).save(path)
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--weights-dir", type=Path, default=Path(os.environ.get("WEIGHTS_DIR", "weights")))
+    parser.add_argument("--tiny-weights-dir", type=Path, default=Path(".cache/tiny-weights"))
+    parser.add_argument("--out", type=Path, default=Path("outputs/demo.png"))
+    parser.add_argument("--prompt", default=PROMPT)
+    parser.add_argument("--seed", type=int, default=144578042)
+    args = parser.parse_args()
+
+    if has_production_weights(args.weights_dir):
+        weights = args.weights_dir
+        print(f"Using production weights from {weights}")
+    else:
+        print(
+            f"No production weights in {args.weights_dir}: using the tiny offline profile "
+            "(random weights, so the image is noise; run scripts/download_weights.py for real images)."
+        )
+        weights = tiny_profile(args.tiny_weights_dir)
+    os.environ["WEIGHTS_DIR"] = str(weights)
+
+    from predict import Predictor
+
+    predictor = Predictor()
+    predictor.setup()
+    output = predictor.run(
+        prompt=args.prompt,
+        character_reference_image=reference_photo(),
+        image=None,
+        mask=None,
+        seed=args.seed,
+        resolution="None",
+        style_type="Auto",
+        aspect_ratio="1:1",
+        rendering_speed="Default",
+        magic_prompt_option="Auto",
+    )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(output, args.out)
+    print(f"Wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

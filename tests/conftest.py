@@ -1,0 +1,133 @@
+"""Shared fixtures: the tiny weights profile, a real reference photo, and the live Cog server."""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+
+# Two threads: more is slower on the 2-core machines the suite runs on.
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory) -> Path:
+    """The tiny profile in the production layout, built once per session by the project's own script."""
+    from make_tiny_weights import build_tiny_profile
+
+    folder = tmp_path_factory.mktemp("tiny-weights")
+    build_tiny_profile(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def portrait() -> Image.Image:
+    """A real photo of a face: NASA's public-domain astronaut portrait that ships with scikit-image."""
+    from skimage import data
+
+    return Image.fromarray(data.astronaut())
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class CogServer:
+    def __init__(self, url: str, log_path: Path):
+        self.url = url
+        self.log_path = log_path
+
+    def predict(self, timeout: float = 600, **inputs) -> requests.Response:
+        return requests.post(f"{self.url}/predictions", json={"input": inputs}, timeout=timeout)
+
+    def health(self) -> dict:
+        return requests.get(f"{self.url}/health-check", timeout=10).json()
+
+
+@pytest.fixture(scope="session")
+def cog_server(tiny_weights, tmp_path_factory) -> CogServer:
+    """The real coglet server on the tiny profile, with the schema `cog build` would write."""
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "write_openapi_schema.py")], check=True, cwd=ROOT)
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("cog-server") / "server.log"
+    bin_dir = str(Path(sys.executable).parent)
+    env = {
+        **os.environ,
+        # coglet starts its worker as `python` from PATH.
+        "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
+        "PORT": str(port),
+        "WEIGHTS_DIR": str(tiny_weights),
+        "COG_PREDICT_TYPE_STUB": "predict.py:Predictor",
+        "OMP_NUM_THREADS": "2",
+    }
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "cog.server.http", "--host", "127.0.0.1"],
+            cwd=ROOT,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    server = CogServer(f"http://127.0.0.1:{port}", log_path)
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"Cog server exited during setup:\n{log_path.read_text()[-5000:]}")
+            try:
+                health = server.health()
+                if health["status"] == "READY":
+                    break
+                if health["status"] == "SETUP_FAILED":
+                    pytest.fail(f"Cog server setup failed:\n{health['setup'].get('logs', '')[-5000:]}")
+            except requests.ConnectionError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"Cog server not ready after 300 s:\n{log_path.read_text()[-5000:]}")
+            time.sleep(1)
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def decode_image(data_uri: str) -> Image.Image:
+    import base64
+
+    header, _, payload = data_uri.partition(",")
+    assert header.startswith("data:image/png"), header
+    return Image.open(io.BytesIO(base64.b64decode(payload)))
+
+
+def data_uri(image: Image.Image) -> str:
+    import base64
+
+    return "data:image/png;base64," + base64.b64encode(png_bytes(image)).decode()
+
+
+def pixels(image: Image.Image) -> np.ndarray:
+    return np.asarray(image.convert("RGB"))

@@ -1,0 +1,127 @@
+"""End to end through the real Cog server (coglet) on the tiny profile: the contract as clients see it."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import threading
+
+import numpy as np
+import pytest
+import requests
+from PIL import Image
+
+from tests.conftest import data_uri, decode_image, pixels, png_bytes
+from tests.contract import contract_differences, load_contract
+
+pytestmark = pytest.mark.server
+
+LOG_LINES = ("Using seed: ", "Generating...", "Prompt used: ", "Image generation took ")
+
+
+def test_openapi_matches_the_contract_field_by_field(cog_server):
+    document = requests.get(f"{cog_server.url}/openapi.json", timeout=10).json()
+    assert contract_differences(document, load_contract()) == []
+
+
+def test_default_request_with_data_uris(cog_server, portrait):
+    response = cog_server.predict(prompt="a portrait in a garden", character_reference_image=data_uri(portrait))
+    body = response.json()
+    assert response.status_code == 200 and body["status"] == "succeeded", body
+    image = decode_image(body["output"])
+    assert image.format == "PNG" and image.size == (1024, 1024)
+    lines = body["logs"].splitlines()
+    for prefix in LOG_LINES:
+        assert any(line.startswith(prefix) for line in lines), f"no '{prefix}' line in {lines}"
+    assert any(line.startswith("Identity similarity: ") for line in lines)
+    assert "Prompt used: a portrait in a garden" in lines
+
+
+@pytest.fixture(scope="module")
+def file_server(tmp_path_factory):
+    """Plain files over http://127.0.0.1, as clients send URLs instead of data URIs."""
+    folder = tmp_path_factory.mktemp("served")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield folder, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("inputs", "expected_size"),
+    [
+        ({"resolution": "1344x768"}, (1344, 768)),
+        ({"aspect_ratio": "16:9"}, (1312, 736)),
+        ({"aspect_ratio": "16:9", "resolution": "832x1216"}, (832, 1216)),
+    ],
+)
+def test_sizes_with_inputs_as_urls(cog_server, file_server, portrait, inputs, expected_size):
+    folder, base_url = file_server
+    (folder / "reference.png").write_bytes(png_bytes(portrait))
+    response = cog_server.predict(
+        prompt="a character in a city",
+        character_reference_image=f"{base_url}/reference.png",
+        rendering_speed="Turbo",
+        seed=3,
+        **inputs,
+    )
+    body = response.json()
+    assert body["status"] == "succeeded", body
+    assert decode_image(body["output"]).size == expected_size
+
+
+@pytest.mark.parametrize(
+    ("inputs", "field"),
+    [
+        ({"prompt": "x", "style_type": "Anime"}, "style_type"),
+        ({"prompt": "x", "resolution": "1000x1000"}, "resolution"),
+        ({"prompt": "x", "seed": 2147483648}, "seed"),
+        ({}, "prompt"),
+    ],
+)
+def test_invalid_inputs_are_rejected_with_422_naming_the_field(cog_server, portrait, inputs, field):
+    response = cog_server.predict(character_reference_image=data_uri(portrait), **inputs)
+    assert response.status_code == 422
+    locations = [error["loc"][-1] for error in response.json()["detail"]]
+    assert field in locations
+
+
+def test_image_without_mask_fails_naming_both_and_server_stays_ready(cog_server, portrait):
+    response = cog_server.predict(
+        prompt="x", character_reference_image=data_uri(portrait), image=data_uri(portrait)
+    )
+    body = response.json()
+    assert body["status"] == "failed"
+    assert "image was given without mask" in body["error"] and "mask" in body["error"]
+    assert cog_server.health()["status"] == "READY"
+
+
+def test_reference_without_a_face_fails_clearly(cog_server):
+    blank = Image.new("RGB", (512, 512), (90, 120, 200))
+    body = cog_server.predict(prompt="x", character_reference_image=data_uri(blank)).json()
+    assert body["status"] == "failed"
+    assert "character_reference_image" in body["error"] and "face" in body["error"].lower()
+    assert cog_server.health()["status"] == "READY"
+
+
+def test_inpainting_keeps_every_white_pixel_at_the_input_size(cog_server, portrait):
+    photo = portrait.resize((1600, 1200))
+    # A mask of another size: black (regenerate) rectangle in the middle, white elsewhere.
+    mask = Image.new("L", (800, 600), 255)
+    mask.paste(0, (250, 150, 550, 450))
+    body = cog_server.predict(
+        prompt="the character standing here",
+        character_reference_image=data_uri(portrait),
+        image=data_uri(photo),
+        mask=data_uri(mask),
+        rendering_speed="Turbo",
+        seed=11,
+    ).json()
+    assert body["status"] == "succeeded", body
+    output = decode_image(body["output"])
+    assert output.size == (1600, 1200)
+    keep = np.asarray(mask.resize((1600, 1200), Image.Resampling.BILINEAR)) >= 128
+    assert np.array_equal(pixels(output)[keep], pixels(photo)[keep])
+    assert not np.array_equal(pixels(output)[~keep], pixels(photo)[~keep])
