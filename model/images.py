@@ -1,0 +1,131 @@
+"""Reading the images a user sends: any common file and mode in, an upright 8-bit RGB (or L mask) image out.
+
+Every failure to read an input is an InputError that names the input and says what to send instead. Rules:
+- EXIF orientation is applied, so a phone photo is upright whatever its pixel order.
+- Transparency is composited over white: a cut-out character reads as being on a plain white background,
+  and a transparent pixel of a mask reads as white, which in this API means "keep this pixel".
+- 16-bit and 32-bit greyscale is scaled by its bit depth (65535 -> 255), never stretched per image, so one
+  grey level always gives the same 8-bit value.
+- An animated GIF or WebP gives its first frame.
+- Images over MAX_INPUT_PIXELS are refused from the header, before any pixel is decoded.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from model.errors import InputError
+
+# 40 megapixels (e.g. 8000 x 5000) holds any camera photo; a decoded RGBA frame of it is 160 MB. Larger
+# inputs are almost always decompression bombs, and the model works at about one megapixel anyway.
+MAX_INPUT_PIXELS = 40_000_000
+WHITE = (255, 255, 255)
+ACCEPTED_FORMATS = "send a JPEG, PNG or WebP file"
+
+# Pillow's high-bit-depth single-channel modes. I;16 is 16-bit by definition; I (32-bit integer) and F (float)
+# hold whatever the file held, so their full scale is the smallest of 1 (float only), 255 and 65535 that holds
+# the largest value (Pillow opens many 16-bit PNGs and TIFFs as I).
+_SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N"}
+_HIGH_BIT_MODES = _SIXTEEN_BIT_MODES | {"I", "F"}
+
+
+def load_image(path: str | os.PathLike, input_name: str) -> Image.Image:
+    """Read an input image as upright 8-bit RGB; raise InputError naming `input_name` if it cannot be used."""
+    image = _open_upright(path, input_name)
+    if _has_transparency(image):
+        return _over_white(image)
+    if image.mode in _HIGH_BIT_MODES:
+        return _grey_to_8bit(image).convert("RGB")
+    # Pillow converts every remaining mode (L, 1, P, CMYK, YCbCr, LAB, HSV); embedded ICC profiles are not
+    # applied (CMYK is converted naively), which is close enough for sRGB-like photos.
+    return image.convert("RGB")
+
+
+def load_mask(path: str | os.PathLike, input_name: str = "mask") -> Image.Image:
+    """Read a mask as 8-bit greyscale ("L"), by the same rules as load_image (transparent reads as white)."""
+    image = _open_upright(path, input_name)
+    if _has_transparency(image):
+        return _over_white(image).convert("L")
+    if image.mode in _HIGH_BIT_MODES:
+        return _grey_to_8bit(image)
+    return image.convert("L")
+
+
+def _unreadable(input_name: str, reason: str) -> InputError:
+    return InputError(f"{input_name} is not a readable image ({reason}): {ACCEPTED_FORMATS}")
+
+
+def _open_upright(path: str | os.PathLike, input_name: str) -> Image.Image:
+    """Open, check the size from the header, decode the first frame and apply EXIF orientation."""
+    path = Path(path)
+    if path.stat().st_size == 0:
+        raise _unreadable(input_name, "the file is empty")
+    try:
+        image = Image.open(path)
+    except UnidentifiedImageError:
+        raise _unreadable(input_name, "not an image format this server reads") from None
+    except Image.DecompressionBombError:
+        raise _too_large(input_name, None) from None
+    except (FileNotFoundError, PermissionError, IsADirectoryError):
+        raise  # the server's file handling, not the user's image
+    except (OSError, SyntaxError, ValueError) as error:
+        # Pillow reports a recognised but broken header this way ("Truncated File Read", "broken PNG file").
+        raise _unreadable(input_name, f"the file is corrupt: {error}") from None
+    with image:
+        width, height = image.size
+        if width * height > MAX_INPUT_PIXELS:
+            raise _too_large(input_name, (width, height))
+        if width == 0 or height == 0:
+            raise _unreadable(input_name, f"it is {width}x{height} pixels")
+        try:
+            # Only the first frame of an animation is decoded (Image.open starts there).
+            image.load()
+            # A new single-frame image, rotated as its EXIF orientation says (a copy if there is none).
+            return ImageOps.exif_transpose(image)
+        except (OSError, SyntaxError, ValueError) as error:
+            # Pillow reports truncated and corrupt data as OSError ("image file is truncated"), and some
+            # plugins as SyntaxError or ValueError.
+            raise _unreadable(input_name, f"the file is truncated or corrupt: {error}") from None
+
+
+def _too_large(input_name: str, size: tuple[int, int] | None) -> InputError:
+    limit = f"{MAX_INPUT_PIXELS / 1e6:.0f} megapixels"
+    if size is None:
+        return InputError(f"{input_name} is larger than {limit}: send a smaller image")
+    width, height = size
+    return InputError(
+        f"{input_name} is {width}x{height} pixels ({width * height / 1e6:.1f} megapixels), more than the "
+        f"{limit} this server accepts: send a smaller image"
+    )
+
+
+def _has_transparency(image: Image.Image) -> bool:
+    # Alpha bands (RGBA, LA, PA, RGBa, La) or a transparent colour key (P, L or RGB with a tRNS chunk).
+    return "A" in image.getbands() or "a" in image.getbands() or "transparency" in image.info
+
+
+def _over_white(image: Image.Image) -> Image.Image:
+    if image.mode in _HIGH_BIT_MODES:
+        # A high-bit image with a colour key: reduce to 8 bits first (Pillow's RGBA conversion clips).
+        image = _grey_to_8bit(image)
+    rgba = image.convert("RGBA")
+    background = Image.new("RGBA", rgba.size, WHITE + (255,))
+    return Image.alpha_composite(background, rgba).convert("RGB")
+
+
+def _grey_to_8bit(image: Image.Image) -> Image.Image:
+    """Scale a 16/32-bit integer or float greyscale image to mode L by its bit depth."""
+    values = np.asarray(image).astype(np.float64)
+    largest = values.max() if values.size else 0.0
+    if image.mode in _SIXTEEN_BIT_MODES:
+        full_scale = 65535.0
+    elif image.mode == "F" and largest <= 1.0:
+        full_scale = 1.0
+    else:
+        full_scale = 255.0 if largest <= 255 else 65535.0
+    scaled = np.clip(np.rint(values * (255.0 / full_scale)), 0, 255).astype(np.uint8)
+    return Image.fromarray(scaled)
