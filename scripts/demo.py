@@ -1,7 +1,8 @@
 """One prediction on the offline default: production weights when the weights folder has them,
 otherwise the tiny profile (built on first use). Writes the image and prints the server's log lines.
 
-Usage: python scripts/demo.py [--weights-dir weights] [--tiny-weights-dir .cache/tiny-weights] [--out outputs/demo.png]
+Usage: python scripts/demo.py [--weights-dir weights] [--tiny-weights-dir .cache/tiny-weights]
+                              [--out outputs/demo.png]
 """
 
 from __future__ import annotations

@@ -36,7 +36,8 @@ def main() -> None:
     args = parser.parse_args()
     started = time.perf_counter()
     manifest = build_tiny_profile(args.dir)
-    print(f"wrote the tiny profile ({len(manifest.files)} files) to {args.dir} in {time.perf_counter() - started:.1f} s")
+    elapsed = time.perf_counter() - started
+    print(f"wrote the tiny profile ({len(manifest.files)} files) to {args.dir} in {elapsed:.1f} s")
 
 
 if __name__ == "__main__":

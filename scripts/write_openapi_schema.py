@@ -6,7 +6,8 @@ own Python inspector and lays the result out the way Cog's generator (pkg/schema
 choices as enum components referenced by allOf, Optional inputs nullable, `None` defaults kept only
 on nullable inputs, ge/le as minimum/maximum, and the fixed prediction envelope.
 
-Usage: python scripts/write_openapi_schema.py [--predictor predict.py:Predictor] [--out .cog/openapi_schema.json]
+Usage: python scripts/write_openapi_schema.py [--predictor predict.py:Predictor]
+                                             [--out .cog/openapi_schema.json]
 """
 
 from __future__ import annotations
@@ -94,7 +95,10 @@ def openapi_document(info: Any, version: str) -> dict[str, Any]:
     inputs, enums = input_schema(info)
     output = info.output.json_type()
     ok_any = {"description": "Successful Response", "content": {"application/json": {"schema": {}}}}
-    invalid = {"description": "Validation Error", "content": {"application/json": {"schema": VALIDATION_ERROR_REF}}}
+    invalid = {
+        "description": "Validation Error",
+        "content": {"application/json": {"schema": VALIDATION_ERROR_REF}},
+    }
     schemas: dict[str, Any] = {"Input": inputs, "Output": output, **enums}
     schemas["PredictionRequest"] = {
         "title": "PredictionRequest",
@@ -131,7 +135,11 @@ def openapi_document(info: Any, version: str) -> dict[str, Any]:
         "title": "HTTPValidationError",
         "type": "object",
         "properties": {
-            "detail": {"title": "Detail", "type": "array", "items": {"$ref": "#/components/schemas/ValidationError"}}
+            "detail": {
+                "title": "Detail",
+                "type": "array",
+                "items": {"$ref": "#/components/schemas/ValidationError"},
+            }
         },
     }
     schemas["ValidationError"] = {
@@ -151,7 +159,11 @@ def openapi_document(info: Any, version: str) -> dict[str, Any]:
     paths = {
         "/": {"get": {"summary": "Root", "operationId": "root__get", "responses": {"200": ok_any}}},
         "/health-check": {
-            "get": {"summary": "Healthcheck", "operationId": "healthcheck_health_check_get", "responses": {"200": ok_any}}
+            "get": {
+                "summary": "Healthcheck",
+                "operationId": "healthcheck_health_check_get",
+                "responses": {"200": ok_any},
+            }
         },
         "/predictions": {
             "post": {
@@ -159,13 +171,17 @@ def openapi_document(info: Any, version: str) -> dict[str, Any]:
                 "description": "Run a single prediction on the model",
                 "operationId": "predict_predictions_post",
                 "requestBody": {
-                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PredictionRequest"}}}
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/PredictionRequest"}}
+                    }
                 },
                 "responses": {
                     "200": {
                         "description": "Successful Response",
                         "content": {
-                            "application/json": {"schema": {"$ref": "#/components/schemas/PredictionResponse"}}
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/PredictionResponse"}
+                            }
                         },
                     },
                     "422": invalid,

@@ -69,7 +69,9 @@ def test_aspect_ratio_sizes_are_resolutions_of_the_contract():
 
 
 def test_generated_schema_matches_the_contract_field_by_field():
-    spec = importlib.util.spec_from_file_location("write_openapi_schema", ROOT / "scripts/write_openapi_schema.py")
+    spec = importlib.util.spec_from_file_location(
+        "write_openapi_schema", ROOT / "scripts/write_openapi_schema.py"
+    )
     writer = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(writer)
     sys.path.insert(0, str(ROOT))
@@ -86,7 +88,10 @@ def test_the_comparison_notices_a_difference():
                     "type": "object",
                     "required": ["prompt", "character_reference_image"],
                     "properties": {
-                        name: {"type": spec["type"], **({"format": spec["format"]} if "format" in spec else {})}
+                        name: {
+                            "type": spec["type"],
+                            **({"format": spec["format"]} if "format" in spec else {}),
+                        }
                         for name, spec in CONTRACT["inputs"].items()
                     },
                 },

@@ -121,7 +121,7 @@ def test_reference_with_two_faces_uses_the_larger_and_says_so(predictor, portrai
     head = portrait.crop((100, 0, 400, 300))
     canvas = Image.new("RGB", (900, 500), (235, 235, 235))
     canvas.paste(head, (20, 100))
-    canvas.paste(head.resize((150, 150)), (650, 175))
+    canvas.paste(head.resize((200, 200)), (650, 150))
     path = tmp_path / "two.png"
     canvas.save(path)
     run(predictor, path)

@@ -25,7 +25,9 @@ def test_openapi_matches_the_contract_field_by_field(cog_server):
 
 
 def test_default_request_with_data_uris(cog_server, portrait):
-    response = cog_server.predict(prompt="a portrait in a garden", character_reference_image=data_uri(portrait))
+    response = cog_server.predict(
+        prompt="a portrait in a garden", character_reference_image=data_uri(portrait)
+    )
     body = response.json()
     assert response.status_code == 200 and body["status"] == "succeeded", body
     image = decode_image(body["output"])
