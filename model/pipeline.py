@@ -1,0 +1,223 @@
+"""The generation stage: SDXL with IP-Adapter FaceID Plus v2, text-to-image and inpainting.
+
+Owns loading one WeightsLayout into diffusers' SDXL pipeline (with the FaceID adapter and its LoRA), the
+inpaint pipeline that shares its modules, and the per-request state of both. Everything a request can
+change (scheduler, adapter scale, LoRA weight, the CLIP face tokens and the shortcut) is set on every
+call, so one request never leaks into the next.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from diffusers import AutoencoderKL, StableDiffusionXLInpaintPipeline, StableDiffusionXLPipeline
+from diffusers.models.embeddings import IPAdapterFaceIDPlusImageProjection
+from PIL import Image
+from transformers import CLIPVisionModelWithProjection
+
+from model.layout import FACEID_ADAPTER_FILE, SDXL_VARIANT, WeightsLayout
+
+# The FaceID adapter is the only IP-Adapter loaded: index 0 of the UNet's image projection layers, and
+# diffusers' load_ip_adapter names the LoRA that comes with IP-Adapter number i "faceid_{i}".
+FACEID_ADAPTER_INDEX = 0
+FACEID_LORA_ADAPTER = f"faceid_{FACEID_ADAPTER_INDEX}"
+
+StepCallback = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """One request, as the pipeline runs it: text-to-image, or inpainting when init_image is set."""
+
+    prompt: str
+    negative_prompt: str
+    width: int
+    height: int
+    seed: int
+    num_inference_steps: int
+    guidance_scale: float
+    # FaceID Plus v2 scales: the ID tokens' attention weight, the weight of the adapter's LoRA, and the
+    # weight of the CLIP face-structure branch added to the ID tokens (the authors' "s_scale").
+    ip_adapter_scale: float = 1.0
+    faceid_lora_scale: float = 1.0
+    face_structure_scale: float = 1.0
+    # Inpainting: the image and mask at (width, height); the mask is "L", WHITE = repaint.
+    init_image: Image.Image | None = None
+    mask_image: Image.Image | None = None
+    strength: float = 1.0
+
+    def __post_init__(self) -> None:
+        # The request stage validates user input; these guard the pipeline against a caller's mistake.
+        if (self.init_image is None) != (self.mask_image is None):
+            raise ValueError("init_image and mask_image must be given together")
+        for name, image in (("init_image", self.init_image), ("mask_image", self.mask_image)):
+            if image is not None and image.size != (self.width, self.height):
+                raise ValueError(
+                    f"{name} is {image.size}, expected the working size {(self.width, self.height)}"
+                )
+        if not 0.0 < self.strength <= 1.0:
+            raise ValueError(f"strength must be in (0, 1], got {self.strength}")
+
+    @property
+    def inpainting(self) -> bool:
+        return self.init_image is not None
+
+
+class CharacterPipeline:
+    """SDXL + FaceID Plus v2 loaded once; generate() runs one request on it."""
+
+    def __init__(
+        self,
+        text_to_image: StableDiffusionXLPipeline,
+        inpaint: StableDiffusionXLInpaintPipeline,
+        device: torch.device,
+    ) -> None:
+        self.text_to_image = text_to_image
+        self.inpaint = inpaint
+        self.device = device
+        # Kept from the folder's scheduler: each request gets a fresh scheduler built from it.
+        self._scheduler_class = type(text_to_image.scheduler)
+        self._scheduler_config = text_to_image.scheduler.config
+
+    @classmethod
+    def load(cls, layout: WeightsLayout, device: torch.device, dtype: torch.dtype) -> CharacterPipeline:
+        text_to_image = StableDiffusionXLPipeline.from_pretrained(
+            layout.sdxl,
+            vae=AutoencoderKL.from_pretrained(layout.vae, dtype=dtype),
+            image_encoder=CLIPVisionModelWithProjection.from_pretrained(layout.image_encoder, dtype=dtype),
+            variant=SDXL_VARIANT,
+            dtype=dtype,
+            # The output must not depend on whether the optional invisible-watermark package is installed.
+            add_watermarker=False,
+        ).to(device)
+        return cls.from_sdxl(text_to_image, layout.faceid_adapter, device, dtype)
+
+    @classmethod
+    def from_sdxl(
+        cls,
+        text_to_image: StableDiffusionXLPipeline,
+        faceid_checkpoint: Path | dict[str, dict[str, torch.Tensor]],
+        device: torch.device,
+        dtype: torch.dtype,
+    ) -> CharacterPipeline:
+        """Attach FaceID Plus v2 (its file, or its state dict) to an SDXL pipeline that has an image encoder.
+
+        Separate from load() so that the real-size wiring test attaches a real-shape checkpoint to
+        empty real-size modules through this same code.
+        """
+        if isinstance(faceid_checkpoint, Path):
+            # A .bin goes through diffusers' load_state_dict, which uses torch.load(weights_only=True).
+            source, weight_name = str(faceid_checkpoint.parent), faceid_checkpoint.name
+        else:
+            source, weight_name = faceid_checkpoint, FACEID_ADAPTER_FILE
+        # The image encoder is already registered, so image_encoder_folder=None loads nothing more. This
+        # also loads the adapter's LoRA into the UNet, as the peft adapter FACEID_LORA_ADAPTER.
+        text_to_image.load_ip_adapter(
+            source, subfolder="", weight_name=weight_name, image_encoder_folder=None
+        )
+        # from_pipe casts the shared modules to its dtype argument (float32 by default), so pass ours.
+        inpaint = StableDiffusionXLInpaintPipeline.from_pipe(text_to_image, dtype=dtype)
+        for pipe in (text_to_image, inpaint):
+            # Progress goes to on_step (the server's metrics and log lines), not to tqdm bars on stderr.
+            pipe.set_progress_bar_config(disable=True)
+        return cls(text_to_image, inpaint, device)
+
+    @property
+    def faceid_projection(self) -> IPAdapterFaceIDPlusImageProjection:
+        return self.text_to_image.unet.encoder_hid_proj.image_projection_layers[FACEID_ADAPTER_INDEX]
+
+    def generate(
+        self,
+        identity_embedding: np.ndarray,
+        face_crop: Image.Image,
+        settings: GenerationSettings,
+        on_step: StepCallback | None = None,
+    ) -> Image.Image:
+        """Run one request; on_step(step, total) is called after each denoising step (step from 1)."""
+        pipe, inputs = self.prepare(identity_embedding, face_crop, settings, on_step)
+        return pipe(**inputs, output_type="pil").images[0]
+
+    @torch.no_grad()
+    def prepare(
+        self,
+        identity_embedding: np.ndarray,
+        face_crop: Image.Image,
+        settings: GenerationSettings,
+        on_step: StepCallback | None = None,
+    ) -> tuple[StableDiffusionXLPipeline | StableDiffusionXLInpaintPipeline, dict[str, Any]]:
+        """Set every piece of per-request state; return the pipeline to call and its arguments.
+
+        Everything but the denoising loop: the real-size wiring test runs this on empty weights.
+        """
+        pipe = self.inpaint if settings.inpainting else self.text_to_image
+        unet = pipe.unet
+        # The same condition as the pipelines' own do_classifier_free_guidance.
+        guided = settings.guidance_scale > 1.0 and unet.config.time_cond_proj_dim is None
+
+        pipe.scheduler = self._scheduler_class.from_config(self._scheduler_config)
+        pipe.set_ip_adapter_scale(settings.ip_adapter_scale)
+        pipe.set_adapters([FACEID_LORA_ADAPTER], adapter_weights=[settings.faceid_lora_scale])
+        projection = self.faceid_projection
+        projection.clip_embeds = self._clip_face_tokens(pipe, face_crop, guided).to(unet.dtype)
+        # FaceID Plus v2 adds the CLIP structure branch onto the ID tokens ("shortcut"); v1 replaced them.
+        projection.shortcut = True
+        projection.shortcut_scale = settings.face_structure_scale
+
+        callback = None
+        if on_step is not None:
+
+            def callback(pipeline, step: int, timestep, tensors: dict) -> dict:
+                on_step(step + 1, pipeline.num_timesteps)
+                return tensors
+
+        inputs = dict(
+            prompt=settings.prompt,
+            negative_prompt=settings.negative_prompt,
+            width=settings.width,
+            height=settings.height,
+            num_inference_steps=settings.num_inference_steps,
+            guidance_scale=settings.guidance_scale,
+            ip_adapter_image_embeds=[self._id_embeds(identity_embedding, unet.dtype, guided)],
+            # A CPU generator gives the same noise for the same seed on every device.
+            generator=torch.Generator("cpu").manual_seed(settings.seed),
+            callback_on_step_end=callback,
+        )
+        if settings.inpainting:
+            inputs |= dict(
+                image=settings.init_image, mask_image=settings.mask_image, strength=settings.strength
+            )
+        return pipe, inputs
+
+    def _id_embeds(self, identity_embedding: np.ndarray, dtype: torch.dtype, guided: bool) -> torch.Tensor:
+        """The ArcFace embedding as diffusers' ip_adapter_image_embeds entry: (batch, images=1, 1, 512).
+
+        With guidance the batch is [unconditional, conditional], and the unconditional ID is zeros, as in
+        IP-Adapter FaceID and diffusers' documented usage.
+        """
+        embedding = torch.from_numpy(np.asarray(identity_embedding, dtype=np.float32))
+        if embedding.ndim != 1:
+            raise ValueError(f"identity_embedding must be one vector, got shape {tuple(embedding.shape)}")
+        embeds = embedding.reshape(1, 1, 1, -1)
+        if guided:
+            embeds = torch.cat([torch.zeros_like(embeds), embeds])
+        return embeds.to(device=self.device, dtype=dtype)
+
+    def _clip_face_tokens(self, pipe, face_crop: Image.Image, guided: bool) -> torch.Tensor:
+        """The image encoder's penultimate hidden states of the face crop, (batch, 1, 257, width).
+
+        prepare_ip_adapter_image_embeds picks hidden states (not the pooled embedding) for this projection
+        type and, with guidance, prepends the unconditional half (the encoding of a zero image).
+        """
+        (tokens,) = pipe.prepare_ip_adapter_image_embeds(
+            [[face_crop.convert("RGB")]],
+            None,
+            self.device,
+            1,
+            guided,
+        )
+        return tokens

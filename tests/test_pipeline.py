@@ -1,0 +1,171 @@
+"""The generation pipeline on the tiny profile.
+
+Sizes, seeds, the FaceID adapter and its LoRA, inpainting, and no state leaking between requests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from peft.tuners.tuners_utils import BaseTunerLayer
+from PIL import Image
+from transformers import CLIPTokenizer
+
+from model.layout import WeightsLayout
+from model.pipeline import FACEID_LORA_ADAPTER, CharacterPipeline, GenerationSettings
+from model.tiny_profile.sdxl import write_sdxl_components
+
+BASE = GenerationSettings(
+    prompt="a portrait photo of a woman in a garden, soft light",
+    negative_prompt="blurry, low quality",
+    width=1024,
+    height=1024,
+    seed=1234,
+    num_inference_steps=2,
+    guidance_scale=5.0,
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_layout(tmp_path_factory) -> WeightsLayout:
+    root = tmp_path_factory.mktemp("tiny-weights")
+    write_sdxl_components(root)
+    return WeightsLayout(root)
+
+
+@pytest.fixture(scope="session")
+def pipeline(tiny_layout) -> CharacterPipeline:
+    return CharacterPipeline.load(tiny_layout, torch.device("cpu"), torch.float32)
+
+
+def random_identity(seed: int) -> tuple[np.ndarray, Image.Image]:
+    rng = np.random.default_rng(seed)
+    embedding = rng.standard_normal(512).astype(np.float32)
+    crop = Image.fromarray(rng.integers(0, 256, (224, 224, 3), dtype=np.uint8), "RGB")
+    return embedding / np.linalg.norm(embedding), crop
+
+
+@pytest.fixture(scope="session")
+def identity() -> tuple[np.ndarray, Image.Image]:
+    return random_identity(0)
+
+
+def pixels(image: Image.Image) -> np.ndarray:
+    return np.asarray(image)
+
+
+def run(pipeline: CharacterPipeline, identity, **changes) -> np.ndarray:
+    return pixels(pipeline.generate(*identity, dataclasses.replace(BASE, **changes)))
+
+
+@pytest.mark.parametrize(("width", "height"), [(1024, 1024), (1344, 768)])
+def test_text_to_image_has_the_requested_size_and_reports_each_step(pipeline, identity, width, height):
+    steps = []
+    image = pipeline.generate(
+        *identity,
+        dataclasses.replace(BASE, width=width, height=height),
+        on_step=lambda step, total: steps.append((step, total)),
+    )
+    assert image.size == (width, height)
+    assert image.mode == "RGB"
+    assert steps == [(1, 2), (2, 2)]
+
+
+def test_same_seed_gives_the_same_image_and_another_seed_another(pipeline, identity):
+    first = run(pipeline, identity)
+    assert np.array_equal(first, run(pipeline, identity))
+    assert not np.array_equal(first, run(pipeline, identity, seed=BASE.seed + 1))
+
+
+def test_identity_reaches_the_image_only_through_the_adapter_scale(pipeline, identity):
+    # As diffusers' test_ip_adapter_faceid: at scale 0 the IP attention adds exactly nothing, so another
+    # face gives the same image; at a large scale the face changes it.
+    other = random_identity(1)
+    assert np.array_equal(
+        run(pipeline, identity, ip_adapter_scale=0.0), run(pipeline, other, ip_adapter_scale=0.0)
+    )
+    assert not np.array_equal(
+        run(pipeline, identity, ip_adapter_scale=10.0), run(pipeline, other, ip_adapter_scale=10.0)
+    )
+
+
+def test_faceid_lora_is_loaded_on_every_attention_and_active(pipeline, identity):
+    unet = pipeline.text_to_image.unet
+    assert FACEID_LORA_ADAPTER in unet.peft_config
+    lora_layers = [
+        name
+        for name, module in unet.named_modules()
+        if isinstance(module, BaseTunerLayer) and FACEID_LORA_ADAPTER in module.active_adapters
+    ]
+    # The checkpoint holds a q/k/v/out LoRA for every attention processor of the UNet itself.
+    unet_attentions = [name for name in unet.attn_processors if not name.startswith("encoder_hid_proj")]
+    assert len(lora_layers) == 4 * len(unet_attentions)
+
+    with_lora = run(pipeline, identity, faceid_lora_scale=1.0)
+    assert pipeline.text_to_image.get_active_adapters() == [FACEID_LORA_ADAPTER]
+    assert not np.array_equal(with_lora, run(pipeline, identity, faceid_lora_scale=0.0))
+
+
+def test_face_structure_scale_changes_the_image(pipeline, identity):
+    assert not np.array_equal(
+        run(pipeline, identity, face_structure_scale=0.0), run(pipeline, identity, face_structure_scale=2.0)
+    )
+
+
+def inpaint_settings(width: int, height: int, **changes) -> GenerationSettings:
+    rng = np.random.default_rng(5)
+    init = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8), "RGB")
+    mask = np.zeros((height, width), dtype=np.uint8)
+    mask[height // 4 : 3 * height // 4, width // 4 : 3 * width // 4] = 255  # white = repaint
+    return dataclasses.replace(
+        BASE, width=width, height=height, init_image=init, mask_image=Image.fromarray(mask, "L"), **changes
+    )
+
+
+def test_inpainting_returns_the_working_size(pipeline, identity):
+    steps = []
+    image = pipeline.generate(
+        *identity, inpaint_settings(1152, 896), on_step=lambda step, total: steps.append((step, total))
+    )
+    assert image.size == (1152, 896)
+    assert steps == [(1, 2), (2, 2)]
+
+
+def test_inpaint_pipeline_shares_every_module(pipeline):
+    for name in ("unet", "vae", "text_encoder", "text_encoder_2", "image_encoder"):
+        assert getattr(pipeline.inpaint, name) is getattr(pipeline.text_to_image, name), name
+
+
+def test_no_state_leaks_from_one_request_into_the_next(pipeline, identity):
+    first = run(pipeline, identity)
+    # Requests that change every per-request setting, with guidance off, and an inpainting one.
+    run(
+        pipeline,
+        random_identity(2),
+        seed=99,
+        guidance_scale=1.0,
+        ip_adapter_scale=0.3,
+        faceid_lora_scale=0.0,
+        face_structure_scale=0.5,
+        num_inference_steps=3,
+    )
+    pipeline.generate(*random_identity(3), inpaint_settings(1024, 1024, ip_adapter_scale=2.0, strength=0.6))
+    assert np.array_equal(first, run(pipeline, identity))
+
+
+@pytest.mark.parametrize(("folder", "pad_token"), [("tokenizer", "<|endoftext|>"), ("tokenizer_2", "!")])
+def test_tiny_tokenizers_load_from_their_folders_and_take_any_text(tiny_layout, folder, pad_token):
+    tokenizer = CLIPTokenizer.from_pretrained(tiny_layout.sdxl / folder)
+    assert tokenizer.pad_token == pad_token
+    ids = tokenizer("Naïve café — 日本語, emoji 😀 & the end!", truncation=True, max_length=77).input_ids
+    assert ids[0] == tokenizer.bos_token_id and ids[-1] == tokenizer.eos_token_id
+    assert tokenizer.unk_token_id not in ids[1:-1]  # every byte is in the vocabulary
+    assert max(ids) < len(tokenizer)
+
+
+def test_settings_reject_a_mask_without_an_image():
+    with pytest.raises(ValueError, match="together"):
+        dataclasses.replace(BASE, mask_image=Image.new("L", (BASE.width, BASE.height)))

@@ -1,0 +1,205 @@
+"""Production wiring at real size, on empty (meta) weights: what the tiny profile cannot show.
+
+The real SDXL UNet, text encoders, VAE and ViT-H image encoder are built from their published configs
+(reference/sdxl-architecture) on the meta device, so no memory is allocated and no compute is done,
+but every shape is checked. A FaceID Plus v2 checkpoint with the real shapes is built by the same
+builder as the tiny one and attached by CharacterPipeline.from_sdxl, the code that load() runs.
+
+What cannot run on meta tensors: the denoising loop, because EulerDiscreteScheduler.set_timesteps
+copies its sigmas to the CPU ("Cannot copy out of meta tensor") and step() compares sigma values; and
+the conversion of the decoded image to PIL, which needs numbers. So the loop is replaced here by one
+UNet forward with the exact inputs that CharacterPipeline.prepare() hands to the pipeline.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+from diffusers.models.attention_processor import IPAdapterAttnProcessor2_0
+from diffusers.models.embeddings import IPAdapterFaceIDPlusImageProjection
+from peft.tuners.lora import LoraLayer
+from PIL import Image
+from transformers import (
+    CLIPTextConfig,
+    CLIPTextModel,
+    CLIPTextModelWithProjection,
+    CLIPVisionConfig,
+    CLIPVisionModelWithProjection,
+)
+
+from model.layout import FACEID_ADAPTER_FILE
+from model.pipeline import FACEID_LORA_ADAPTER, CharacterPipeline, GenerationSettings
+from model.tiny_profile.sdxl import (
+    CLIP_PAD_TOKEN,
+    OPEN_CLIP_PAD_TOKEN,
+    SCHEDULER_CONFIG,
+    faceid_plus_v2_shapes,
+    faceid_plus_v2_state_dict,
+    tiny_tokenizer,
+)
+from model.weights import production_manifest
+
+REFERENCE = Path(__file__).resolve().parent.parent / "reference" / "sdxl-architecture"
+META = torch.device("meta")
+DTYPE = torch.float16  # production's dtype on the GPU
+# The parameter counts in reference/sdxl-architecture/README.md, in millions.
+PUBLISHED_PARAMETERS = {
+    "unet": 2567.5,
+    "vae": 83.7,
+    "text_encoder": 123.1,
+    "text_encoder_2": 694.7,
+    "image_encoder": 632.1,
+}
+FACEID_LORA_RANK = 128
+VIT_H_WIDTH = 1280
+REQUEST = GenerationSettings(
+    prompt="a portrait photo of a woman in a garden",
+    negative_prompt="blurry",
+    width=1024,
+    height=1024,
+    seed=1,
+    num_inference_steps=2,
+    guidance_scale=5.0,
+)
+
+
+def config(name: str) -> dict:
+    return json.loads((REFERENCE / name).read_text())
+
+
+def real_size_modules() -> dict[str, torch.nn.Module]:
+    with META:
+        modules = {
+            "unet": UNet2DConditionModel.from_config(config("unet_config.json")),
+            "vae": AutoencoderKL.from_config(config("vae_config.json")),
+            "text_encoder": CLIPTextModel(CLIPTextConfig(**config("text_encoder_config.json"))),
+            "text_encoder_2": CLIPTextModelWithProjection(
+                CLIPTextConfig(**config("text_encoder_2_config.json"))
+            ),
+            "image_encoder": CLIPVisionModelWithProjection(
+                CLIPVisionConfig(**config("image_encoder_config.json"))
+            ),
+        }
+    return {name: module.to(DTYPE).eval() for name, module in modules.items()}
+
+
+@pytest.fixture(scope="module")
+def character() -> CharacterPipeline:
+    modules = real_size_modules()
+    sdxl = StableDiffusionXLPipeline(
+        **modules,
+        # The real vocabularies are not in the repository; token ids only index the embedding tables.
+        tokenizer=tiny_tokenizer(pad_token=CLIP_PAD_TOKEN),
+        tokenizer_2=tiny_tokenizer(pad_token=OPEN_CLIP_PAD_TOKEN),
+        scheduler=EulerDiscreteScheduler.from_config(SCHEDULER_CONFIG),
+        add_watermarker=False,
+    )
+    checkpoint = faceid_plus_v2_state_dict(
+        modules["unet"], clip_width=VIT_H_WIDTH, lora_rank=FACEID_LORA_RANK, device=META, dtype=DTYPE
+    )
+    return CharacterPipeline.from_sdxl(sdxl, checkpoint, META, DTYPE)
+
+
+def test_empty_real_size_modules_have_the_published_parameter_counts():
+    for name, module in real_size_modules().items():
+        millions = sum(parameter.numel() for parameter in module.parameters()) / 1e6
+        assert round(millions, 1) == PUBLISHED_PARAMETERS[name], name
+
+
+def test_tiny_profile_denoises_on_the_real_scheduler_config():
+    assert config("scheduler_config.json") == SCHEDULER_CONFIG
+
+
+def test_real_shape_faceid_checkpoint_fills_the_published_file():
+    unet = real_size_modules()["unet"]
+    shapes = faceid_plus_v2_shapes(unet, clip_width=VIT_H_WIDTH, lora_rank=FACEID_LORA_RANK)
+    # 70 transformer blocks: a LoRA on q/k/v/out of all 140 attention processors, IP k/v on the 70 cross.
+    assert len(shapes["ip_adapter"]) == 140 * 8 + 70 * 2
+    tensors = [shape for part in shapes.values() for shape in part.values()]
+    fp16_bytes = 2 * sum(math.prod(shape) for shape in tensors)
+    (published,) = [
+        entry for entry in production_manifest().files if entry.path.endswith(FACEID_ADAPTER_FILE)
+    ]
+    # The published fp16 file is these tensors plus torch.save's zip record of each (106 bytes on
+    # average for this file). The bounds are tighter than the smallest LoRA matrix (2 * 128 * 320 bytes),
+    # so a wrong rank, a missing processor or a misshapen projection would fall outside them.
+    overhead = published.size - fp16_bytes
+    assert 80 * len(tensors) < overhead < 130 * len(tensors)
+
+
+def test_faceid_adapter_and_lora_attach_to_the_real_unet(character):
+    unet = character.text_to_image.unet
+    projection = character.faceid_projection
+    assert isinstance(projection, IPAdapterFaceIDPlusImageProjection)
+    assert (projection.num_tokens, projection.embed_dim) == (4, unet.config.cross_attention_dim)
+    assert projection.proj_in.in_features == VIT_H_WIDTH
+
+    ip_processors = [p for p in unet.attn_processors.values() if isinstance(p, IPAdapterAttnProcessor2_0)]
+    assert len(ip_processors) == 70
+    assert all(p.to_k_ip[0].in_features == unet.config.cross_attention_dim for p in ip_processors)
+
+    lora_layers = [m for m in unet.modules() if isinstance(m, LoraLayer) and FACEID_LORA_ADAPTER in m.lora_A]
+    assert len(lora_layers) == 4 * 140
+    assert {layer.r[FACEID_LORA_ADAPTER] for layer in lora_layers} == {FACEID_LORA_RANK}
+    assert character.text_to_image.get_active_adapters() == [FACEID_LORA_ADAPTER]
+
+    # from_pipe shares the modules and keeps their dtype (its default would cast them to float32).
+    assert character.inpaint.unet is unet
+    assert unet.dtype == DTYPE
+
+
+def test_real_unet_runs_a_guided_1024_request_with_the_face_tokens(character):
+    face_crop = Image.new("RGB", (224, 224))
+    identity = np.full(512, 512**-0.5, dtype=np.float32)
+    pipe, inputs = character.prepare(identity, face_crop, REQUEST)
+    assert pipe is character.text_to_image
+    # CLIP ViT-H penultimate hidden states of the crop, with the unconditional half for guidance.
+    assert character.faceid_projection.clip_embeds.shape == (2, 1, 257, VIT_H_WIDTH)
+
+    with torch.no_grad():
+        text, negative_text, pooled, negative_pooled = pipe.encode_prompt(
+            REQUEST.prompt,
+            device=META,
+            do_classifier_free_guidance=True,
+            negative_prompt=REQUEST.negative_prompt,
+        )
+        image_embeds = pipe.prepare_ip_adapter_image_embeds(
+            None, inputs["ip_adapter_image_embeds"], META, 1, do_classifier_free_guidance=True
+        )
+        latent = (REQUEST.height // pipe.vae_scale_factor, REQUEST.width // pipe.vae_scale_factor)
+        noise_prediction = pipe.unet(
+            torch.empty(2, 4, *latent, device=META, dtype=DTYPE),
+            torch.tensor(999.0, device=META),
+            encoder_hidden_states=torch.cat([negative_text, text]),
+            added_cond_kwargs={
+                "text_embeds": torch.cat([negative_pooled, pooled]),
+                "time_ids": torch.empty(2, 6, device=META, dtype=DTYPE),
+                "image_embeds": image_embeds,
+            },
+        ).sample
+    assert text.shape == (1, 77, 2048)
+    assert pooled.shape == (1, 1280)
+    assert noise_prediction.shape == (2, 4, 128, 128)
+
+
+def test_real_image_encoder_gives_257_tokens_of_1280(character):
+    with torch.no_grad():
+        hidden_states = character.text_to_image.image_encoder(
+            torch.empty(1, 3, 224, 224, device=META, dtype=DTYPE), output_hidden_states=True
+        ).hidden_states
+    assert hidden_states[-2].shape == (1, 257, VIT_H_WIDTH)
+
+
+def test_real_vae_maps_1024_pixels_to_the_128_latent_and_back(character):
+    vae = character.text_to_image.vae
+    with torch.no_grad():
+        latent = vae.encode(torch.empty(1, 3, 1024, 1024, device=META, dtype=DTYPE)).latent_dist.mean
+        image = vae.decode(latent).sample
+    assert latent.shape == (1, 4, 128, 128)
+    assert image.shape == (1, 3, 1024, 1024)
