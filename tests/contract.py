@@ -26,8 +26,10 @@ def contract_differences(openapi: dict, contract: dict) -> list[str]:
     properties = inputs["properties"]
     differences = []
     expected_inputs = contract["inputs"]
-    if list(properties) != list(expected_inputs):
-        differences.append(f"input names/order {list(properties)} != {list(expected_inputs)}")
+    # JSON objects have no order (coglet re-serialises them sorted); Cog states the order in x-order.
+    names = sorted(properties, key=lambda name: properties[name].get("x-order", 0))
+    if names != list(expected_inputs):
+        differences.append(f"input names/order {names} != {list(expected_inputs)}")
     required = sorted(inputs.get("required", []))
     expected_required = sorted(name for name, spec in expected_inputs.items() if spec["required"])
     if required != expected_required:
