@@ -49,3 +49,13 @@ class WeightsLayout:
     def face_analysis(self) -> Path:
         """insightface model folder (buffalo_l): SCRFD detector and ArcFace recognizer."""
         return self.root / "insightface" / "buffalo_l"
+
+    @property
+    def prompt_model(self) -> Path:
+        """transformers folder of the production Magic Prompt LLM (absent in the tiny profile)."""
+        return self.root / "prompt_model"
+
+    @property
+    def turbo_lora(self) -> Path:
+        """Folder of the few-step distilled SDXL LoRA that the Turbo speed stacks with the FaceID LoRA."""
+        return self.root / "turbo_lora"
