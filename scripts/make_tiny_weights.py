@@ -23,7 +23,7 @@ from model.weights import Manifest, write_manifest  # noqa: E402
 
 
 def build_tiny_profile(root: Path) -> Manifest:
-    layout = WeightsLayout(Path(root))
+    layout = WeightsLayout(Path(root).resolve())
     layout.root.mkdir(parents=True, exist_ok=True)
     paths = write_sdxl_components(layout.root)
     paths += write_face_models(layout.face_analysis)
