@@ -2,6 +2,7 @@
 
 import logging
 import sys
+import warnings
 
 
 class _StdoutHandler(logging.StreamHandler):
@@ -17,10 +18,24 @@ class _StdoutHandler(logging.StreamHandler):
 
 
 def configure_logging() -> None:
-    """Our own loggers at INFO as bare lines ("Using seed: N"); other libraries keep their defaults."""
+    """Our own loggers at INFO as bare lines ("Using seed: N"), and the known-benign library noise off.
+
+    A prediction's logs are what the user reads: diffusers and transformers repeat load-time notices
+    (an empty "kept in float32: []" list, tokenizer length notes, progress bars) on every request, and
+    insightface calls a scikit-image function deprecated in 0.26. Their errors still show.
+    """
     logger = logging.getLogger("model")
     if not any(isinstance(handler, _StdoutHandler) for handler in logger.handlers):
         handler = _StdoutHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(handler)
     logger.setLevel(logging.INFO)
+
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.set_verbosity_error()
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"insightface\.")

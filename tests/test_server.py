@@ -127,3 +127,10 @@ def test_inpainting_keeps_every_white_pixel_at_the_input_size(cog_server, portra
     keep = np.asarray(mask.resize((1600, 1200), Image.Resampling.BILINEAR)) >= 128
     assert np.array_equal(pixels(output)[keep], pixels(photo)[keep])
     assert not np.array_equal(pixels(output)[~keep], pixels(photo)[~keep])
+
+
+def test_server_starts_without_deprecation_warnings(cog_server):
+    setup_logs = cog_server.health()["setup"]["logs"]
+    server_log = cog_server.log_path.read_text(encoding="utf-8", errors="replace")
+    assert "Server ready" in setup_logs
+    assert "deprecat" not in (setup_logs + server_log).lower()
