@@ -12,6 +12,8 @@ from pathlib import Path
 FACEID_ADAPTER_FILE = "ip-adapter-faceid-plusv2_sdxl.bin"
 FACE_DETECTOR_FILE = "det_10g.onnx"
 FACE_RECOGNIZER_FILE = "w600k_r50.onnx"
+# SDXL-Lightning's 8-step LoRA (kohya key names), the file the Turbo speed loads from turbo_lora/.
+TURBO_LORA_FILE = "sdxl_lightning_8step_lora.safetensors"
 # Diffusers loads the SDXL components of this variant ("*.fp16.safetensors").
 SDXL_VARIANT = "fp16"
 
@@ -59,3 +61,7 @@ class WeightsLayout:
     def turbo_lora(self) -> Path:
         """Folder of the few-step distilled SDXL LoRA that the Turbo speed stacks with the FaceID LoRA."""
         return self.root / "turbo_lora"
+
+    @property
+    def turbo_lora_file(self) -> Path:
+        return self.turbo_lora / TURBO_LORA_FILE

@@ -59,7 +59,14 @@ class CogServer:
         self.log_path = log_path
 
     def predict(self, timeout: float = 600, **inputs) -> requests.Response:
-        return requests.post(f"{self.url}/predictions", json={"input": inputs}, timeout=timeout)
+        """POST a prediction, retrying on 409 as clients must: one Cog container runs one at a time, and
+        its slot may still be closing the previous prediction when that one's response arrives."""
+        deadline = time.monotonic() + 30
+        while True:
+            response = requests.post(f"{self.url}/predictions", json={"input": inputs}, timeout=timeout)
+            if response.status_code != 409 or time.monotonic() > deadline:
+                return response
+            time.sleep(0.2)
 
     def health(self) -> dict:
         return requests.get(f"{self.url}/health-check", timeout=10).json()
