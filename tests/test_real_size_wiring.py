@@ -15,39 +15,30 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
 from diffusers.models.attention_processor import IPAdapterAttnProcessor2_0
 from diffusers.models.embeddings import IPAdapterFaceIDPlusImageProjection
 from peft.tuners.lora import LoraLayer
 from PIL import Image
-from transformers import (
-    CLIPTextConfig,
-    CLIPTextModel,
-    CLIPTextModelWithProjection,
-    CLIPVisionConfig,
-    CLIPVisionModelWithProjection,
-)
 
 from model.layout import FACEID_ADAPTER_FILE
-from model.pipeline import FACEID_LORA_ADAPTER, CharacterPipeline, GenerationSettings
-from model.tiny_profile.sdxl import (
-    CLIP_PAD_TOKEN,
-    OPEN_CLIP_PAD_TOKEN,
-    SCHEDULER_CONFIG,
-    faceid_plus_v2_shapes,
-    faceid_plus_v2_state_dict,
-    tiny_tokenizer,
+from model.performance import (
+    FACEID_LORA_RANK,
+    META,
+    REFERENCE,
+    VIT_H_WIDTH,
+    real_size_character,
+    real_size_modules,
 )
+from model.performance import SERVING_DTYPE as DTYPE
+from model.pipeline import FACEID_LORA_ADAPTER, CharacterPipeline, GenerationSettings
+from model.speeds import TURBO_LORA_ADAPTER
+from model.tiny_profile.sdxl import SCHEDULER_CONFIG, faceid_plus_v2_shapes
 from model.weights import production_manifest
 
-REFERENCE = Path(__file__).resolve().parent.parent / "reference" / "sdxl-architecture"
-META = torch.device("meta")
-DTYPE = torch.float16  # production's dtype on the GPU
 # The parameter counts in reference/sdxl-architecture/README.md, in millions.
 PUBLISHED_PARAMETERS = {
     "unet": 2567.5,
@@ -56,8 +47,6 @@ PUBLISHED_PARAMETERS = {
     "text_encoder_2": 694.7,
     "image_encoder": 632.1,
 }
-FACEID_LORA_RANK = 128
-VIT_H_WIDTH = 1280
 REQUEST = GenerationSettings(
     prompt="a portrait photo of a woman in a garden",
     negative_prompt="blurry",
@@ -73,37 +62,11 @@ def config(name: str) -> dict:
     return json.loads((REFERENCE / name).read_text())
 
 
-def real_size_modules() -> dict[str, torch.nn.Module]:
-    with META:
-        modules = {
-            "unet": UNet2DConditionModel.from_config(config("unet_config.json")),
-            "vae": AutoencoderKL.from_config(config("vae_config.json")),
-            "text_encoder": CLIPTextModel(CLIPTextConfig(**config("text_encoder_config.json"))),
-            "text_encoder_2": CLIPTextModelWithProjection(
-                CLIPTextConfig(**config("text_encoder_2_config.json"))
-            ),
-            "image_encoder": CLIPVisionModelWithProjection(
-                CLIPVisionConfig(**config("image_encoder_config.json"))
-            ),
-        }
-    return {name: module.to(DTYPE).eval() for name, module in modules.items()}
-
-
 @pytest.fixture(scope="module")
 def character() -> CharacterPipeline:
-    modules = real_size_modules()
-    sdxl = StableDiffusionXLPipeline(
-        **modules,
-        # The real vocabularies are not in the repository; token ids only index the embedding tables.
-        tokenizer=tiny_tokenizer(pad_token=CLIP_PAD_TOKEN),
-        tokenizer_2=tiny_tokenizer(pad_token=OPEN_CLIP_PAD_TOKEN),
-        scheduler=EulerDiscreteScheduler.from_config(SCHEDULER_CONFIG),
-        add_watermarker=False,
-    )
-    checkpoint = faceid_plus_v2_state_dict(
-        modules["unet"], clip_width=VIT_H_WIDTH, lora_rank=FACEID_LORA_RANK, device=META, dtype=DTYPE
-    )
-    return CharacterPipeline.from_sdxl(sdxl, checkpoint, META, DTYPE)
+    """The production pipeline on meta (FaceID Plus v2 and the Lightning LoRA), built as the benchmark
+    builds it, through CharacterPipeline.from_sdxl, the code that load() runs."""
+    return real_size_character()
 
 
 def test_empty_real_size_modules_have_the_published_parameter_counts():
@@ -148,6 +111,8 @@ def test_faceid_adapter_and_lora_attach_to_the_real_unet(character):
     assert len(lora_layers) == 4 * 140
     assert {layer.r[FACEID_LORA_ADAPTER] for layer in lora_layers} == {FACEID_LORA_RANK}
     assert character.text_to_image.get_active_adapters() == [FACEID_LORA_ADAPTER]
+    # The Turbo speed's LoRA is loaded beside it, unfused and inactive until a Turbo request.
+    assert TURBO_LORA_ADAPTER in unet.peft_config
 
     # from_pipe shares the modules and keeps their dtype (its default would cast them to float32).
     assert character.inpaint.unet is unet
