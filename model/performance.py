@@ -58,8 +58,8 @@ GPU_MEMORY_GIB = 24.0
 # Activation headroom at 1024x1024: the same published run peaks at 10.03 GB for ~7.0 GB of fp16 SDXL
 # weights, so ~3 GB of activations (the VAE decode at 1024x1024 is the peak); we reserve twice that.
 ACTIVATION_RESERVE_GIB = 6.0
-# The magic prompt LLM is chosen in its own issue; DESIGN.md sizes it "around 1.5B" (bf16 on the GPU).
-PROMPT_LLM_PARAMETERS = 1.5e9
+# The magic prompt LLM's weights file (Qwen2.5-1.5B-Instruct), stored in bf16: 2 bytes a parameter.
+PROMPT_LLM_FILE = "prompt_model/model.safetensors"
 
 PROMPT = "a portrait photo of a woman in a garden, soft light"
 NEGATIVE_PROMPT = "blurry, low quality"
@@ -237,6 +237,7 @@ def memory_budget(dtype: torch.dtype = SERVING_DTYPE) -> list[ComponentMemory]:
         math.prod(shape) for shape in lightning_lora_shapes(modules["unet"], LIGHTNING_LORA_RANK).values()
     )
     onnx_bytes = sum(f.size or 0 for f in production_manifest().files if f.path.endswith(".onnx"))
+    (llm_bytes,) = [f.size for f in production_manifest().files if f.path == PROMPT_LLM_FILE]
     rows = [
         ComponentMemory(name, _parameters(module), size, str(dtype).removeprefix("torch."))
         for name, module in modules.items()
@@ -245,7 +246,7 @@ def memory_budget(dtype: torch.dtype = SERVING_DTYPE) -> list[ComponentMemory]:
         ComponentMemory(f"FaceID Plus v2 ({FACEID_ADAPTER_FILE})", faceid_parameters, size, "with LoRA r128"),
         ComponentMemory(f"Lightning LoRA ({TURBO_LORA_FILE})", turbo_parameters, size, "unfused, r64"),
         ComponentMemory("insightface buffalo_l (ONNX)", onnx_bytes // 4, 4, "fp32, onnxruntime"),
-        ComponentMemory("magic prompt LLM (~1.5B)", int(PROMPT_LLM_PARAMETERS), 2, "bf16, estimate"),
+        ComponentMemory("magic prompt LLM (Qwen2.5-1.5B)", llm_bytes // 2, 2, "bf16, from its file size"),
     ]
     return rows
 
