@@ -148,13 +148,10 @@ def settings_for(speed: Speed, width: int = 1024, height: int = 1024) -> Generat
         width=width,
         height=height,
         seed=0,
-        num_inference_steps=speed.num_inference_steps,
-        guidance_scale=speed.guidance_scale,
+        **speed.schedule(),
         ip_adapter_scale=speed.ip_adapter_scale,
         faceid_lora_scale=speed.faceid_lora_scale,
         face_structure_scale=speed.face_structure_scale,
-        scheduler=speed.scheduler,
-        turbo_lora_scale=speed.turbo_lora_scale,
     )
 
 

@@ -98,12 +98,9 @@ class CharacterService:
             width=size.width,
             height=size.height,
             seed=request.seed,
-            num_inference_steps=speed.num_inference_steps,
-            guidance_scale=speed.guidance_scale,
+            **speed.schedule(),
             # The speed sets the identity-adapter scales; the style multiplies them (model/styles.py).
             **style.identity_scales(speed),
-            scheduler=speed.scheduler,
-            turbo_lora_scale=speed.turbo_lora_scale,
             init_image=plan.working_image if plan else None,
             mask_image=plan.working_mask if plan else None,
         )

@@ -40,6 +40,15 @@ class Speed:
     # Weight of the distilled few-step LoRA; 0 leaves that adapter inactive.
     turbo_lora_scale: float = 0.0
 
+    def schedule(self) -> dict[str, Any]:
+        """This speed's schedule as GenerationSettings fields (the identity scales go through the style)."""
+        return {
+            "scheduler": self.scheduler,
+            "num_inference_steps": self.num_inference_steps,
+            "guidance_scale": self.guidance_scale,
+            "turbo_lora_scale": self.turbo_lora_scale,
+        }
+
     @property
     def guided(self) -> bool:
         return self.guidance_scale > 1.0
