@@ -81,6 +81,18 @@ class CogServer:
     def health(self) -> dict:
         return requests.get(f"{self.url}/health-check", timeout=10).json()
 
+    def settles_ready(self, timeout: float = 15) -> bool:
+        """Whether the server is READY again after a prediction. The slot is released just after the
+        response is sent, so for a moment the status may still read BUSY; it must never leave those two."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.health()["status"]
+            if status == "READY":
+                return True
+            if status != "BUSY" or time.monotonic() > deadline:
+                return False
+            time.sleep(0.1)
+
 
 @pytest.fixture(scope="session")
 def cog_server(tiny_weights, tmp_path_factory) -> CogServer:
