@@ -21,8 +21,9 @@ def configure_logging() -> None:
     """Our own loggers at INFO as bare lines ("Using seed: N"), and the known-benign library noise off.
 
     A prediction's logs are what the user reads: diffusers and transformers repeat load-time notices
-    (an empty "kept in float32: []" list, tokenizer length notes, progress bars) on every request, and
-    insightface calls a scikit-image function deprecated in 0.26. Their errors still show.
+    (an empty "kept in float32: []" list, tokenizer length notes, progress bars) on every request,
+    insightface calls a scikit-image function deprecated in 0.26, and peft warns about the second LoRA
+    adapter that the pipeline loads on purpose. Their errors still show.
     """
     logger = logging.getLogger("model")
     if not any(isinstance(handler, _StdoutHandler) for handler in logger.handlers):
@@ -39,3 +40,5 @@ def configure_logging() -> None:
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"insightface\.")
+    # The FaceID LoRA and the Turbo LoRA are two peft adapters on one UNet by design (model/pipeline.py).
+    warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute", category=UserWarning)
