@@ -11,7 +11,7 @@ from cog import BaseRunner, Input, Path
 
 from model.logs import configure_logging
 from model.request import build_request
-from model.service import CharacterService
+from model.service import CharacterService, ServiceOptions
 
 RESOLUTIONS = [
     "None",
@@ -38,7 +38,9 @@ SEED_MAX = 2147483647
 class Predictor(BaseRunner):
     def setup(self) -> None:
         configure_logging()
-        self.service = CharacterService.load(os.environ.get("WEIGHTS_DIR", "weights"))
+        self.service = CharacterService.load(
+            os.environ.get("WEIGHTS_DIR", "weights"), ServiceOptions.from_environment(os.environ)
+        )
 
     def run(
         self,

@@ -47,6 +47,14 @@ class Identity:
     face_box: tuple[float, float, float, float]  # x1, y1, x2, y2 in the reference image's pixels
 
 
+@dataclass(frozen=True)
+class NoUsableFace:
+    """Why a reference gives no face identity: no face at all, or a face too small for ArcFace."""
+
+    reason: str  # one sentence naming the input, without advice (the caller knows what happens next)
+    faces_found: int
+
+
 def cosine_similarity(a: np.ndarray, b: np.ndarray) -> float:
     """Cosine of the angle between two embeddings (1 = same direction); 0 if either is all zeros."""
     a = np.asarray(a, dtype=np.float64).ravel()
@@ -99,23 +107,23 @@ class FaceAnalyzer:
         app.prepare(ctx_id=ctx_id, det_thresh=DETECTION_THRESHOLD, det_size=DETECTION_SIZE)
         self._app = app
 
-    def analyze(self, image: Image.Image, input_name: str = "character_reference_image") -> Identity:
-        """The identity of the largest face; InputError naming `input_name` when there is no usable face."""
+    def find_identity(
+        self, image: Image.Image, input_name: str = "character_reference_image"
+    ) -> Identity | NoUsableFace:
+        """The identity of the largest face, or why there is none that FaceID can use."""
         bgr = _bgr(image)
         faces = self._app.get(bgr)
         if not faces:
-            raise InputError(
-                f"No face found in {input_name}: use a clear, front-facing photo of one person in which the "
-                f"face is at least {MIN_FACE_PIXELS} pixels wide"
-            )
+            return NoUsableFace(f"No human face found in {input_name}", faces_found=0)
         face = max(faces, key=_box_area)
         if len(faces) > 1:
             log.info("Found %d faces in %s; using the largest", len(faces), input_name)
         face_width = float(face.bbox[2] - face.bbox[0])
         if face_width < MIN_FACE_PIXELS:
-            raise InputError(
-                f"The largest face in {input_name} is only {face_width:.0f} pixels wide: use a photo in "
-                f"which the face is at least {MIN_FACE_PIXELS} pixels wide"
+            return NoUsableFace(
+                f"The largest face in {input_name} is only {face_width:.0f} pixels wide "
+                f"(a face identity needs at least {MIN_FACE_PIXELS})",
+                faces_found=len(faces),
             )
         crop_bgr = face_align.norm_crop(bgr, landmark=face.kps, image_size=FACE_CROP_SIZE)
         return Identity(
@@ -124,6 +132,16 @@ class FaceAnalyzer:
             faces_found=len(faces),
             face_box=tuple(float(value) for value in face.bbox[:4]),
         )
+
+    def analyze(self, image: Image.Image, input_name: str = "character_reference_image") -> Identity:
+        """The identity of the largest face; InputError naming `input_name` when there is no usable face."""
+        found = self.find_identity(image, input_name)
+        if isinstance(found, NoUsableFace):
+            raise InputError(
+                f"{found.reason}: use a clear, front-facing photo of one person in which the face is at "
+                f"least {MIN_FACE_PIXELS} pixels wide"
+            )
+        return found
 
     def embed_largest_face(self, image: Image.Image) -> np.ndarray | None:
         """The normalised embedding of the largest face of an image (e.g. an output); None if it has none."""

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 FACEID_ADAPTER_FILE = "ip-adapter-faceid-plusv2_sdxl.bin"
+# IP-Adapter Plus for SDXL with the ViT-H encoder: the character's whole appearance when it has no human face.
+APPEARANCE_ADAPTER_FILE = "ip-adapter-plus_sdxl_vit-h.safetensors"
 FACE_DETECTOR_FILE = "det_10g.onnx"
 FACE_RECOGNIZER_FILE = "w600k_r50.onnx"
 # SDXL-Lightning's 8-step LoRA (kohya key names), the file the Turbo speed loads from turbo_lora/.
@@ -46,6 +48,11 @@ class WeightsLayout:
     def faceid_adapter(self) -> Path:
         """IP-Adapter FaceID Plus v2 for SDXL: image projection, IP attention and LoRA weights."""
         return self.root / "ip_adapter" / FACEID_ADAPTER_FILE
+
+    @property
+    def appearance_adapter(self) -> Path:
+        """IP-Adapter Plus for SDXL (ViT-H): a resampler over the image encoder's tokens and IP attention."""
+        return self.root / "ip_adapter" / APPEARANCE_ADAPTER_FILE
 
     @property
     def face_analysis(self) -> Path:

@@ -1,10 +1,10 @@
 """The performance budget of production, computed on the real architecture with empty (meta) weights.
 
 Owns: building the real-size pipeline on the meta device (real configs from reference/sdxl-architecture,
-real-shape FaceID Plus v2 and SDXL-Lightning checkpoints, attached by the production code), counting the
-FLOPs of one request per speed with torch.utils.flop_counter (meta tensors carry shapes, so the count
-is exact and costs no compute), the predicted GPU time, and the memory budget of the production
-components at their serving dtype. scripts/benchmark.py prints these; tests check them.
+real-shape FaceID Plus v2, IP-Adapter Plus and SDXL-Lightning checkpoints, attached by the production
+code), counting the FLOPs of one request per speed with torch.utils.flop_counter (meta tensors carry
+shapes, so the count is exact and costs no compute), the predicted GPU time, and the memory budget of
+the production components at their serving dtype. scripts/benchmark.py prints these; tests check them.
 """
 
 from __future__ import annotations
@@ -27,9 +27,10 @@ from transformers import (
     CLIPVisionModelWithProjection,
 )
 
-from model.layout import FACEID_ADAPTER_FILE, TURBO_LORA_FILE
+from model.layout import APPEARANCE_ADAPTER_FILE, FACEID_ADAPTER_FILE, TURBO_LORA_FILE
 from model.pipeline import CharacterPipeline, GenerationSettings
 from model.speeds import Speed
+from model.tiny_profile.appearance import ip_adapter_plus_shapes, ip_adapter_plus_state_dict
 from model.tiny_profile.sdxl import (
     CLIP_PAD_TOKEN,
     OPEN_CLIP_PAD_TOKEN,
@@ -87,7 +88,8 @@ def real_size_modules(dtype: torch.dtype = SERVING_DTYPE) -> dict[str, torch.nn.
 
 
 def real_size_character(dtype: torch.dtype = SERVING_DTYPE) -> CharacterPipeline:
-    """The production pipeline on meta: SDXL, FaceID Plus v2 and the Lightning LoRA, as in load()."""
+    """The production pipeline on meta: SDXL, FaceID Plus v2, IP-Adapter Plus and the Lightning LoRA, as in
+    load()."""
     modules = real_size_modules(dtype)
     sdxl = StableDiffusionXLPipeline(
         **modules,
@@ -101,8 +103,9 @@ def real_size_character(dtype: torch.dtype = SERVING_DTYPE) -> CharacterPipeline
     faceid = faceid_plus_v2_state_dict(
         unet, clip_width=VIT_H_WIDTH, lora_rank=FACEID_LORA_RANK, device=META, dtype=dtype
     )
+    appearance = ip_adapter_plus_state_dict(unet, clip_width=VIT_H_WIDTH, device=META, dtype=dtype)
     turbo = lightning_lora_state_dict(unet, device=META, dtype=dtype)
-    return CharacterPipeline.from_sdxl(sdxl, faceid, META, dtype, turbo_lora=turbo)
+    return CharacterPipeline.from_sdxl(sdxl, faceid, appearance, META, dtype, turbo_lora=turbo)
 
 
 def count_flops(run) -> FlopCounterMode:
@@ -230,6 +233,9 @@ def memory_budget(dtype: torch.dtype = SERVING_DTYPE) -> list[ComponentMemory]:
     modules = real_size_modules(dtype)
     faceid = faceid_plus_v2_shapes(modules["unet"], clip_width=VIT_H_WIDTH, lora_rank=FACEID_LORA_RANK)
     faceid_parameters = sum(math.prod(shape) for part in faceid.values() for shape in part.values())
+    appearance_parameters = sum(
+        math.prod(shape) for shape in ip_adapter_plus_shapes(modules["unet"], clip_width=VIT_H_WIDTH).values()
+    )
     turbo_parameters = sum(
         math.prod(shape) for shape in lightning_lora_shapes(modules["unet"], LIGHTNING_LORA_RANK).values()
     )
@@ -241,6 +247,7 @@ def memory_budget(dtype: torch.dtype = SERVING_DTYPE) -> list[ComponentMemory]:
     ]
     rows += [
         ComponentMemory(f"FaceID Plus v2 ({FACEID_ADAPTER_FILE})", faceid_parameters, size, "with LoRA r128"),
+        ComponentMemory(f"IP-Adapter Plus ({APPEARANCE_ADAPTER_FILE})", appearance_parameters, size, ""),
         ComponentMemory(f"Lightning LoRA ({TURBO_LORA_FILE})", turbo_parameters, size, "unfused, r64"),
         ComponentMemory("insightface buffalo_l (ONNX)", onnx_bytes // 4, 4, "fp32, onnxruntime"),
         ComponentMemory("magic prompt LLM (Qwen2.5-1.5B)", llm_bytes // 2, 2, "bf16, from its file size"),

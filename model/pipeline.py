@@ -1,9 +1,10 @@
-"""The generation stage: SDXL with IP-Adapter FaceID Plus v2, text-to-image and inpainting.
+"""The generation stage: SDXL with two image adapters, text-to-image and inpainting.
 
-Owns loading one WeightsLayout into diffusers' SDXL pipeline (with the FaceID adapter and its LoRA), the
-inpaint pipeline that shares its modules, and the per-request state of both. Everything a request can
-change (scheduler, adapter scale, LoRA weight, the CLIP face tokens and the shortcut) is set on every
-call, so one request never leaks into the next.
+Owns loading one WeightsLayout into diffusers' SDXL pipeline with IP-Adapter FaceID Plus v2 (and its LoRA),
+which carries a human face, and IP-Adapter Plus, which carries a character's whole appearance when it has
+no human face; the inpaint pipeline that shares its modules; and the per-request state of both. Everything
+a request can change (scheduler, both adapters' scales, LoRA weights, the CLIP face tokens and the
+shortcut) is set on every call, so one request never leaks into the next.
 """
 
 from __future__ import annotations
@@ -23,15 +24,23 @@ from diffusers.models.embeddings import IPAdapterFaceIDPlusImageProjection
 from PIL import Image
 from transformers import CLIPVisionModelWithProjection
 
-from model.layout import FACEID_ADAPTER_FILE, SDXL_VARIANT, TURBO_LORA_FILE, WeightsLayout
+from model.layout import (
+    APPEARANCE_ADAPTER_FILE,
+    FACEID_ADAPTER_FILE,
+    SDXL_VARIANT,
+    TURBO_LORA_FILE,
+    WeightsLayout,
+)
 from model.prompt_encoding import encode_prompts
 from model.speeds import TURBO_LORA_ADAPTER, SchedulerSpec
 
 log = logging.getLogger(__name__)
 
-# The FaceID adapter is the only IP-Adapter loaded: index 0 of the UNet's image projection layers, and
-# diffusers' load_ip_adapter names the LoRA that comes with IP-Adapter number i "faceid_{i}".
+# The two IP-Adapters, in the order load_ip_adapter attaches them (the UNet's image projection layers,
+# the attention processors' scale lists and ip_adapter_image_embeds all follow it). diffusers names the LoRA
+# that comes with IP-Adapter number i "faceid_{i}".
 FACEID_ADAPTER_INDEX = 0
+APPEARANCE_ADAPTER_INDEX = 1
 FACEID_LORA_ADAPTER = f"faceid_{FACEID_ADAPTER_INDEX}"
 
 StepCallback = Callable[[int, int], None]
@@ -61,6 +70,9 @@ class GenerationSettings:
     scheduler: SchedulerSpec | None = None
     # Weight of the few-step distilled LoRA; at 0 that adapter is inactive.
     turbo_lora_scale: float = 0.0
+    # IP-Adapter Plus: the image whose appearance it carries (RGB, any size) and its attention weight.
+    appearance_image: Image.Image | None = None
+    appearance_scale: float = 0.0
     # Inpainting: the image and mask at (width, height); the mask is "L", WHITE = repaint.
     init_image: Image.Image | None = None
     mask_image: Image.Image | None = None
@@ -77,6 +89,8 @@ class GenerationSettings:
                 )
         if not 0.0 < self.strength <= 1.0:
             raise ValueError(f"strength must be in (0, 1], got {self.strength}")
+        if self.appearance_scale and self.appearance_image is None:
+            raise ValueError("appearance_scale is set but appearance_image is not")
 
     @property
     def inpainting(self) -> bool:
@@ -111,7 +125,12 @@ class CharacterPipeline:
             add_watermarker=False,
         ).to(device)
         character = cls.from_sdxl(
-            text_to_image, layout.faceid_adapter, device, dtype, turbo_lora=layout.turbo_lora_file
+            text_to_image,
+            layout.faceid_adapter,
+            layout.appearance_adapter,
+            device,
+            dtype,
+            turbo_lora=layout.turbo_lora_file,
         )
         if device.type == "cuda":
             # After the adapters are attached, so that their layers get the same treatment.
@@ -123,25 +142,31 @@ class CharacterPipeline:
         cls,
         text_to_image: StableDiffusionXLPipeline,
         faceid_checkpoint: Path | dict[str, dict[str, torch.Tensor]],
+        appearance_checkpoint: Path | dict[str, dict[str, torch.Tensor]],
         device: torch.device,
         dtype: torch.dtype,
         turbo_lora: Path | dict[str, torch.Tensor] | None = None,
     ) -> CharacterPipeline:
-        """Attach FaceID Plus v2 (its file, or its state dict) to an SDXL pipeline that has an image encoder,
-        and the Turbo speed's distilled LoRA (its file or state dict) when given.
+        """Attach FaceID Plus v2 and IP-Adapter Plus (each its file, or its state dict) to an SDXL pipeline
+        that has an image encoder, and the Turbo speed's distilled LoRA (its file or state dict) when given.
 
-        Separate from load() so that the real-size wiring test attaches a real-shape checkpoint to
+        Separate from load() so that the real-size wiring test attaches real-shape checkpoints to
         empty real-size modules through this same code.
         """
-        if isinstance(faceid_checkpoint, Path):
+        sources, weight_names = [], []
+        for checkpoint, file_name in (
+            (faceid_checkpoint, FACEID_ADAPTER_FILE),
+            (appearance_checkpoint, APPEARANCE_ADAPTER_FILE),
+        ):
             # A .bin goes through diffusers' load_state_dict, which uses torch.load(weights_only=True).
-            source, weight_name = str(faceid_checkpoint.parent), faceid_checkpoint.name
-        else:
-            source, weight_name = faceid_checkpoint, FACEID_ADAPTER_FILE
-        # The image encoder is already registered, so image_encoder_folder=None loads nothing more. This
-        # also loads the adapter's LoRA into the UNet, as the peft adapter FACEID_LORA_ADAPTER.
+            is_file = isinstance(checkpoint, Path)
+            sources.append(str(checkpoint.parent) if is_file else checkpoint)
+            weight_names.append(checkpoint.name if is_file else file_name)
+        # Both adapters in one call: a second call would replace the first. The image encoder is already
+        # registered, so image_encoder_folder=None loads nothing more. This also loads FaceID's LoRA into
+        # the UNet, as the peft adapter FACEID_LORA_ADAPTER.
         text_to_image.load_ip_adapter(
-            source, subfolder="", weight_name=weight_name, image_encoder_folder=None
+            sources, subfolder=["", ""], weight_name=weight_names, image_encoder_folder=None
         )
         if turbo_lora is not None:
             # Both LoRAs stay separate peft adapters (never fused into the weights), so that switching
@@ -180,20 +205,24 @@ class CharacterPipeline:
 
     def generate(
         self,
-        identity_embedding: np.ndarray,
-        face_crop: Image.Image,
+        identity_embedding: np.ndarray | None,
+        face_crop: Image.Image | None,
         settings: GenerationSettings,
         on_step: StepCallback | None = None,
     ) -> Image.Image:
-        """Run one request; on_step(step, total) is called after each denoising step (step from 1)."""
+        """Run one request; on_step(step, total) is called after each denoising step (step from 1).
+
+        Without a face (identity_embedding and face_crop None) the FaceID adapter and its LoRA are off,
+        and settings.appearance_image carries the character.
+        """
         pipe, inputs = self.prepare(identity_embedding, face_crop, settings, on_step)
         return pipe(**inputs, output_type="pil").images[0]
 
     @torch.no_grad()
     def prepare(
         self,
-        identity_embedding: np.ndarray,
-        face_crop: Image.Image,
+        identity_embedding: np.ndarray | None,
+        face_crop: Image.Image | None,
         settings: GenerationSettings,
         on_step: StepCallback | None = None,
     ) -> tuple[StableDiffusionXLPipeline | StableDiffusionXLInpaintPipeline, dict[str, Any]]:
@@ -201,19 +230,44 @@ class CharacterPipeline:
 
         Everything but the denoising loop: the real-size wiring test runs this on empty weights.
         """
+        has_face = identity_embedding is not None
+        if has_face != (face_crop is not None):
+            raise ValueError("identity_embedding and face_crop must be given together")
+        if not has_face and (settings.ip_adapter_scale or settings.faceid_lora_scale):
+            raise ValueError("without a face, ip_adapter_scale and faceid_lora_scale must be 0")
+        if not has_face and settings.appearance_image is None:
+            raise ValueError("a request needs a face (embedding and crop) or an appearance_image")
         pipe = self.inpaint if settings.inpainting else self.text_to_image
         unet = pipe.unet
         # The same condition as the pipelines' own do_classifier_free_guidance.
         guided = settings.guidance_scale > 1.0 and unet.config.time_cond_proj_dim is None
 
         pipe.scheduler = self._scheduler(settings.scheduler)
-        pipe.set_ip_adapter_scale(settings.ip_adapter_scale)
+        # One scale per adapter; diffusers' attention skips an adapter whose scale is 0.
+        scales = [0.0, 0.0]
+        scales[FACEID_ADAPTER_INDEX] = settings.ip_adapter_scale
+        scales[APPEARANCE_ADAPTER_INDEX] = settings.appearance_scale
+        pipe.set_ip_adapter_scale(scales)
         self._set_loras(pipe, settings)
+        # Every adapter's projection runs on every step, so each gets tokens; an unused one gets zeros
+        # (its attention is skipped at scale 0) instead of an image encoder pass.
+        face_tokens = self._clip_tokens(pipe, face_crop, guided) if has_face else None
+        appearance_tokens = (
+            self._clip_tokens(pipe, settings.appearance_image, guided)
+            if settings.appearance_image is not None
+            else None
+        )
+        some_tokens = face_tokens if face_tokens is not None else appearance_tokens
         projection = self.faceid_projection
-        projection.clip_embeds = self._clip_face_tokens(pipe, face_crop, guided).to(unet.dtype)
+        projection.clip_embeds = (face_tokens if has_face else torch.zeros_like(some_tokens)).to(unet.dtype)
         # FaceID Plus v2 adds the CLIP structure branch onto the ID tokens ("shortcut"); v1 replaced them.
         projection.shortcut = True
         projection.shortcut_scale = settings.face_structure_scale
+        image_embeds: list[torch.Tensor] = [None, None]
+        image_embeds[FACEID_ADAPTER_INDEX] = self._id_embeds(identity_embedding, unet.dtype, guided)
+        image_embeds[APPEARANCE_ADAPTER_INDEX] = (
+            appearance_tokens if appearance_tokens is not None else torch.zeros_like(some_tokens)
+        ).to(unet.dtype)
 
         callback = None
         if on_step is not None:
@@ -229,7 +283,7 @@ class CharacterPipeline:
             height=settings.height,
             num_inference_steps=settings.num_inference_steps,
             guidance_scale=settings.guidance_scale,
-            ip_adapter_image_embeds=[self._id_embeds(identity_embedding, unet.dtype, guided)],
+            ip_adapter_image_embeds=image_embeds,
             # A CPU generator gives the same noise for the same seed on every device.
             generator=torch.Generator("cpu").manual_seed(settings.seed),
             callback_on_step_end=callback,
@@ -254,22 +308,35 @@ class CharacterPipeline:
         """Activate exactly this request's LoRAs at its weights.
 
         Set on every call: load_ip_adapter re-activates only its own LoRA, and whatever the previous
-        request activated would otherwise carry over. The turbo adapter at weight 0 is left inactive
-        rather than run at weight 0: the same image, without its compute.
+        request activated would otherwise carry over. An adapter at weight 0 is left inactive rather
+        than run at weight 0: the same image, without its compute. With none active (no face, no turbo)
+        the LoRA layers are switched off, and switched back on by the next request that needs them.
         """
-        adapters = {FACEID_LORA_ADAPTER: settings.faceid_lora_scale}
+        adapters = {}
+        if settings.faceid_lora_scale:
+            adapters[FACEID_LORA_ADAPTER] = settings.faceid_lora_scale
         if settings.turbo_lora_scale:
             if not self.has_turbo_lora:
                 raise ValueError(f"the turbo LoRA is not loaded (expected {TURBO_LORA_FILE})")
             adapters[TURBO_LORA_ADAPTER] = settings.turbo_lora_scale
+        if not adapters:
+            pipe.unet.disable_lora()
+            return
+        # set_adapters activates adapters but does not undo disable_lora().
+        pipe.unet.enable_lora()
         pipe.set_adapters(list(adapters), adapter_weights=list(adapters.values()))
 
-    def _id_embeds(self, identity_embedding: np.ndarray, dtype: torch.dtype, guided: bool) -> torch.Tensor:
+    def _id_embeds(
+        self, identity_embedding: np.ndarray | None, dtype: torch.dtype, guided: bool
+    ) -> torch.Tensor:
         """The ArcFace embedding as diffusers' ip_adapter_image_embeds entry: (batch, images=1, 1, 512).
 
         With guidance the batch is [unconditional, conditional], and the unconditional ID is zeros, as in
-        IP-Adapter FaceID and diffusers' documented usage.
+        IP-Adapter FaceID and diffusers' documented usage. Without a face, both are zeros.
         """
+        if identity_embedding is None:
+            # The projection's input width: 512, ArcFace's embedding.
+            identity_embedding = np.zeros(self.faceid_projection.proj.net[0].proj.in_features, np.float32)
         embedding = torch.from_numpy(np.asarray(identity_embedding, dtype=np.float32))
         if embedding.ndim != 1:
             raise ValueError(f"identity_embedding must be one vector, got shape {tuple(embedding.shape)}")
@@ -278,20 +345,16 @@ class CharacterPipeline:
             embeds = torch.cat([torch.zeros_like(embeds), embeds])
         return embeds.to(device=self.device, dtype=dtype)
 
-    def _clip_face_tokens(self, pipe, face_crop: Image.Image, guided: bool) -> torch.Tensor:
-        """The image encoder's penultimate hidden states of the face crop, (batch, 1, 257, width).
+    def _clip_tokens(self, pipe, image: Image.Image, guided: bool) -> torch.Tensor:
+        """The image encoder's penultimate hidden states of an image, (batch, 1, 257, width).
 
-        prepare_ip_adapter_image_embeds picks hidden states (not the pooled embedding) for this projection
-        type and, with guidance, prepends the unconditional half (the encoding of a zero image).
+        Both adapters read hidden states (not the pooled embedding). With guidance the unconditional half
+        (the encoding of a zero image) comes first, as prepare_ip_adapter_image_embeds lays it out.
         """
-        (tokens,) = pipe.prepare_ip_adapter_image_embeds(
-            [[face_crop.convert("RGB")]],
-            None,
-            self.device,
-            1,
-            guided,
-        )
-        return tokens
+        tokens, unconditional = pipe.encode_image(image.convert("RGB"), self.device, 1, True)
+        if guided:
+            tokens = torch.cat([unconditional, tokens])
+        return tokens[:, None]
 
 
 def apply_gpu_settings(pipe: StableDiffusionXLPipeline) -> None:

@@ -1,27 +1,31 @@
-"""One request, end to end: reference -> identity -> prompt -> pipeline -> composite -> scored PNG.
+"""One request, end to end: reference -> face or appearance -> prompt -> pipeline -> composite -> scored PNG.
 
 CharacterService is what the Cog predictor holds: it loads every component once in `load()` and
-turns each Request into an image file. It keeps no state from one request to the next.
+turns each Request into an image file. It keeps no state from one request to the next. ServiceOptions are
+the server's settings that the contract has no input for, read once from the environment at setup.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from model.errors import ConfigurationError
 from model.identity import FaceAnalyzer
 from model.images import load_image, load_mask
 from model.inpaint import InpaintPlan
 from model.layout import WeightsLayout
 from model.magic_prompt import PromptRewriter, magic_prompt
 from model.pipeline import CharacterPipeline, GenerationSettings
+from model.reference import REFERENCE_INPUT, CharacterReference, read_reference
 from model.request import Request
 from model.speeds import SPEEDS
 from model.styles import choose_style
@@ -31,6 +35,32 @@ from model.weights import check_weights
 log = logging.getLogger(__name__)
 
 RecordMetric = Callable[[str, Any], None]
+
+# The appearance adapter's scale on a head-and-shoulders crop beside FaceID (hair, outfit); 0 = off.
+APPEARANCE_WITH_FACE_ENV = "CHARACTER_APPEARANCE_WITH_FACE"
+# Above about 1 the adapter copies the reference image outright.
+MAX_APPEARANCE_WITH_FACE = 1.0
+
+
+@dataclass(frozen=True)
+class ServiceOptions:
+    appearance_scale_with_face: float = 0.0
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str]) -> ServiceOptions:
+        raw = environ.get(APPEARANCE_WITH_FACE_ENV, "").strip()
+        if not raw:
+            return cls()
+        try:
+            scale = float(raw)
+        except ValueError:
+            scale = math.nan
+        if not 0.0 <= scale <= MAX_APPEARANCE_WITH_FACE:
+            raise ConfigurationError(
+                f"{APPEARANCE_WITH_FACE_ENV}={raw!r}: set a number from 0 (off) to "
+                f"{MAX_APPEARANCE_WITH_FACE}, the appearance adapter's scale beside FaceID"
+            )
+        return cls(appearance_scale_with_face=scale)
 
 
 def serving_device() -> tuple[torch.device, torch.dtype]:
@@ -46,9 +76,10 @@ class CharacterService:
     faces: FaceAnalyzer
     pipeline: CharacterPipeline
     rewriter: PromptRewriter
+    options: ServiceOptions = field(default_factory=ServiceOptions)
 
     @classmethod
-    def load(cls, weights_dir: str | Path) -> CharacterService:
+    def load(cls, weights_dir: str | Path, options: ServiceOptions | None = None) -> CharacterService:
         layout = WeightsLayout(Path(weights_dir))
         manifest = check_weights(layout)
         log.info("Loading %s weights from %s", manifest.profile, layout.root)
@@ -61,23 +92,28 @@ class CharacterService:
         rewriter = PromptRewriter.load(layout, device=device)
         timer.lap("load_prompt_model")
         log.info("Setup seconds: %s", timer.summary())
-        return cls(layout=layout, faces=faces, pipeline=pipeline, rewriter=rewriter)
+        options = options or ServiceOptions()
+        if options.appearance_scale_with_face:
+            log.info("Appearance adapter beside FaceID at %.2f", options.appearance_scale_with_face)
+        return cls(layout=layout, faces=faces, pipeline=pipeline, rewriter=rewriter, options=options)
 
     def generate(self, request: Request, record_metric: RecordMetric | None = None) -> Path:
         record_metric = record_metric or (lambda key, value: None)
         started = time.perf_counter()
         timer = StageTimer()
         log.info("Generating...")
-        reference = load_image(request.reference_image, "character_reference_image")
+        reference_image = load_image(request.reference_image, REFERENCE_INPUT)
         timer.lap("read_inputs")
-        identity = self.faces.analyze(reference)
+        reference = read_reference(
+            reference_image, self.faces, appearance_with_face=self.options.appearance_scale_with_face > 0
+        )
         timer.lap("face_analysis")
 
         # "Prompt used" is the prompt after the magic prompt and before the style template, as Ideogram
         # shows it: sent back with magic_prompt_option=Off, the logged style and the seed, it gives the
         # same image. The style line says what the template adds.
         prompt = magic_prompt(self.rewriter, request.magic_prompt_option, request.prompt, request.seed)
-        style = choose_style(request.style_type, request.prompt)
+        style = choose_style(request.style_type, request.prompt, reference.has_face)
         log.info("Prompt used: %s", prompt)
         log.info("Style: %s (%s)", style.name, style.apply("{prompt}"))
         timer.lap("prompt")
@@ -92,6 +128,18 @@ class CharacterService:
         else:
             size = request.size
         speed = SPEEDS[request.rendering_speed]
+        # The speed sets the adapter scales, the style multiplies them (model/styles.py), and the
+        # reference's path zeroes the adapter it does not use (model/reference.py).
+        scales = reference.adapter_scales(
+            style.identity_scales(speed), self.options.appearance_scale_with_face
+        )
+        log.info(
+            "Adapters: FaceID %.2f (LoRA %.2f, structure %.2f), appearance %.2f",
+            scales["ip_adapter_scale"],
+            scales["faceid_lora_scale"],
+            scales["face_structure_scale"],
+            scales["appearance_scale"],
+        )
         settings = GenerationSettings(
             prompt=style.apply(prompt),
             negative_prompt=style.negative_prompt,
@@ -99,8 +147,8 @@ class CharacterService:
             height=size.height,
             seed=request.seed,
             **speed.schedule(),
-            # The speed sets the identity-adapter scales; the style multiplies them (model/styles.py).
-            **style.identity_scales(speed),
+            **scales,
+            appearance_image=reference.appearance_image,
             init_image=plan.working_image if plan else None,
             mask_image=plan.working_mask if plan else None,
         )
@@ -111,13 +159,19 @@ class CharacterService:
                 # The pipeline decodes the latents after its last step: split the call there.
                 timer.lap("denoise")
 
-        image = self.pipeline.generate(identity.embedding, identity.face_crop, settings, on_step=on_step)
+        identity = reference.identity
+        image = self.pipeline.generate(
+            identity.embedding if identity else None,
+            identity.face_crop if identity else None,
+            settings,
+            on_step=on_step,
+        )
         timer.lap("decode")
         if plan is not None:
             image = plan.composite(image)
             timer.lap("composite")
 
-        self._score_identity(image, identity.embedding, record_metric)
+        self._score_identity(image, reference, record_metric)
         timer.lap("identity_score")
         output = Path(tempfile.mkdtemp(prefix="character-")) / "output.png"
         # zlib level 1: on a 1024x1024 photo about 5x faster than PIL's default 6 (0.07 s against 0.34 s
@@ -129,12 +183,16 @@ class CharacterService:
         log.info("Image generation took %.2f seconds", time.perf_counter() - started)
         return output
 
-    def _score_identity(self, image, reference_embedding, record_metric: RecordMetric) -> None:
-        """Log how close the output's largest face is to the reference (cosine of ArcFace embeddings)."""
+    def _score_identity(self, image, reference: CharacterReference, record_metric: RecordMetric) -> None:
+        """Log how close the output's largest face is to the reference's (cosine of ArcFace embeddings);
+        only when both have a face, else why there is no score."""
+        if reference.identity is None:
+            log.info("Identity similarity: not scored (no human face in %s)", REFERENCE_INPUT)
+            return
         embedding = self.faces.embed_largest_face(image)
         if embedding is None:
-            log.info("Identity similarity: no face in output")
+            log.info("Identity similarity: not scored (no face in output)")
             return
-        similarity = self.faces.cosine_similarity(reference_embedding, embedding)
+        similarity = self.faces.cosine_similarity(reference.identity.embedding, embedding)
         log.info("Identity similarity: %.2f", similarity)
         record_metric("identity_similarity", round(float(similarity), 4))

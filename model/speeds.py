@@ -37,6 +37,10 @@ class Speed:
     ip_adapter_scale: float = 1.0
     faceid_lora_scale: float = 1.0
     face_structure_scale: float = 1.0
+    # IP-Adapter Plus's attention weight when it carries a character without a human face. Below 1: at
+    # full weight the adapter copies the reference's composition and drowns the prompt; 0.5-0.7 is the
+    # usual range. The evaluation script (scores per speed) is where this is tuned.
+    appearance_scale: float = 0.6
     # Weight of the distilled few-step LoRA; 0 leaves that adapter inactive.
     turbo_lora_scale: float = 0.0
 

@@ -20,7 +20,8 @@ from model.speeds import Speed
 log = logging.getLogger(__name__)
 
 AUTO = "Auto"
-IDENTITY_SCALE_NAMES = ("ip_adapter_scale", "faceid_lora_scale", "face_structure_scale")
+# Every adapter scale a speed sets and a style multiplies: FaceID Plus v2's three, and IP-Adapter Plus's.
+IDENTITY_SCALE_NAMES = ("ip_adapter_scale", "faceid_lora_scale", "face_structure_scale", "appearance_scale")
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class Style:
     ip_adapter_scale: float = 1.0
     faceid_lora_scale: float = 1.0
     face_structure_scale: float = 1.0
+    appearance_scale: float = 1.0
 
     def apply(self, prompt: str) -> str:
         return self.template.format(prompt=prompt)
@@ -44,6 +46,8 @@ class Style:
 @dataclass(frozen=True)
 class AutoRule:
     default: str
+    # The default when the reference has no human face (a cartoon, a mascot, an animal).
+    default_without_face: str
     cues: dict[str, tuple[str, ...]]
 
 
@@ -74,8 +78,12 @@ def style_types() -> list[str]:
 @cache
 def auto_rule() -> AutoRule:
     raw = _data()["auto"]
-    rule = AutoRule(default=raw["default"], cues={k: tuple(v) for k, v in raw["cues"].items()})
-    if rule.default not in styles() or set(rule.cues) - set(styles()):
+    rule = AutoRule(
+        default=raw["default"],
+        default_without_face=raw["default_without_face"],
+        cues={k: tuple(v) for k, v in raw["cues"].items()},
+    )
+    if {rule.default, rule.default_without_face} - set(styles()) or set(rule.cues) - set(styles()):
         raise ValueError("styles.json: the Auto rule names a style that is not a preset")
     return rule
 
@@ -93,9 +101,10 @@ def cue_hits(prompt: str) -> dict[str, list[str]]:
     return {name: [cue for cue in cues if _matches(cue, text)] for name, cues in auto_rule().cues.items()}
 
 
-def choose_style(style_type: str, prompt: str) -> Style:
+def choose_style(style_type: str, prompt: str, reference_has_face: bool = True) -> Style:
     """The preset for a request: the named one, or for Auto the preset with the most cue words in the
-    user's prompt, the default (Realistic: a character reference is usually a photo) on a tie.
+    user's prompt, and on a tie the default: Realistic (a character reference with a human face is
+    usually a photo), or Fiction when the reference has no human face (a cartoon, a mascot).
 
     Auto reads the prompt as the user wrote it, not the magic prompt's rewrite, so that the choice is
     deterministic and does not depend on what the LLM added.
@@ -106,7 +115,8 @@ def choose_style(style_type: str, prompt: str) -> Style:
     hits = cue_hits(prompt)
     most = max(len(found) for found in hits.values())
     leaders = [name for name, found in hits.items() if len(found) == most]
-    best = leaders[0] if most > 0 and len(leaders) == 1 else rule.default
+    default = rule.default if reference_has_face else rule.default_without_face
+    best = leaders[0] if most > 0 and len(leaders) == 1 else default
     cues = ", ".join(hits[best]) or "none"
     log.info("Style: Auto chose %s (cues: %s)", best, cues)
     return styles()[best]

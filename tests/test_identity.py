@@ -17,7 +17,7 @@ from PIL import Image
 from skimage import data
 
 from model.errors import InputError, WeightsError
-from model.identity import FaceAnalyzer, Identity, cosine_similarity
+from model.identity import FaceAnalyzer, Identity, NoUsableFace, cosine_similarity
 from model.images import MAX_INPUT_PIXELS, load_image, load_mask
 from model.layout import FACE_DETECTOR_FILE, FACE_RECOGNIZER_FILE
 from model.tiny_profile.faces import write_face_models
@@ -145,8 +145,10 @@ def test_face_crop_is_an_aligned_224_rgb_face(astronaut, astronaut_identity):
 @pytest.mark.parametrize("colour", [(128, 128, 128), (255, 255, 255), (0, 0, 0), (204, 170, 146)])
 def test_uniform_image_has_no_face(analyzer, colour):
     # (204, 170, 146) is the astronaut's mean skin colour: flat skin is not a face.
-    with pytest.raises(InputError, match=f"No face found in {REFERENCE}"):
+    with pytest.raises(InputError, match=f"No human face found in {REFERENCE}"):
         analyzer.analyze(Image.new("RGB", (400, 300), colour))
+    found = analyzer.find_identity(Image.new("RGB", (400, 300), colour))
+    assert isinstance(found, NoUsableFace) and found.faces_found == 0
 
 
 def test_photo_without_skin_has_no_face(analyzer):
@@ -185,6 +187,10 @@ def test_face_smaller_than_the_minimum_is_refused(analyzer, astronaut):
     thumbnail = astronaut.resize((128, 128))
     with pytest.raises(InputError, match=f"{REFERENCE}.* at least 40 pixels wide"):
         analyzer.analyze(thumbnail)
+    # find_identity says why instead, for the appearance path (model/reference.py).
+    found = analyzer.find_identity(thumbnail)
+    assert isinstance(found, NoUsableFace) and found.faces_found == 1
+    assert "only" in found.reason and "at least 40" in found.reason
 
 
 # --- Loading: orientation and modes ------------------------------------------------------------------------

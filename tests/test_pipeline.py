@@ -15,7 +15,13 @@ from PIL import Image
 from transformers import CLIPTokenizer
 
 from model.layout import WeightsLayout
-from model.pipeline import FACEID_LORA_ADAPTER, CharacterPipeline, GenerationSettings
+from model.pipeline import (
+    APPEARANCE_ADAPTER_INDEX,
+    FACEID_ADAPTER_INDEX,
+    FACEID_LORA_ADAPTER,
+    CharacterPipeline,
+    GenerationSettings,
+)
 from model.tiny_profile.sdxl import write_sdxl_components
 from model.tiny_profile.turbo import write_turbo_lora
 
@@ -145,6 +151,69 @@ def test_inpaint_pipeline_shares_every_module(pipeline):
         assert getattr(pipeline.inpaint, name) is getattr(pipeline.text_to_image, name), name
 
 
+def appearance_image(seed: int) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (300, 200, 3), dtype=np.uint8), "RGB")
+
+
+WITHOUT_FACE = dict(ip_adapter_scale=0.0, faceid_lora_scale=0.0, face_structure_scale=0.0)
+
+
+def run_without_face(pipeline: CharacterPipeline, **changes) -> np.ndarray:
+    settings = dataclasses.replace(BASE, **(WITHOUT_FACE | changes))
+    return pixels(pipeline.generate(None, None, settings))
+
+
+def adapter_state(pipe) -> tuple[list[list[float]], set[bool]]:
+    """The distinct IP scale lists of the attention processors, and whether the LoRA layers are disabled."""
+    scales = {tuple(p.scale) for p in pipe.unet.attn_processors.values() if hasattr(p, "to_k_ip")}
+    disabled = {m.disable_adapters for m in pipe.unet.modules() if isinstance(m, BaseTunerLayer)}
+    return [list(s) for s in scales], disabled
+
+
+def test_both_adapters_are_loaded_in_order(pipeline):
+    projections = pipeline.text_to_image.unet.encoder_hid_proj.image_projection_layers
+    assert [type(p).__name__ for p in projections] == [
+        "IPAdapterFaceIDPlusImageProjection",
+        "IPAdapterPlusImageProjection",
+    ]
+    assert pipeline.faceid_projection is projections[FACEID_ADAPTER_INDEX]
+    assert projections[APPEARANCE_ADAPTER_INDEX].latents.shape[1] == 16
+
+
+def test_face_path_runs_faceid_only_and_the_appearance_path_the_appearance_adapter_only(pipeline, identity):
+    pipe, _ = pipeline.prepare(*identity, BASE)
+    assert adapter_state(pipe) == ([[1.0, 0.0]], {False})
+    assert pipe.get_active_adapters() == [FACEID_LORA_ADAPTER]
+
+    without_face = dataclasses.replace(
+        BASE, **WITHOUT_FACE, appearance_image=appearance_image(0), appearance_scale=0.6
+    )
+    pipe, inputs = pipeline.prepare(None, None, without_face)
+    # FaceID's attention is skipped (scale 0) and its LoRA switched off; its ID input is zeros.
+    assert adapter_state(pipe) == ([[0.0, 0.6]], {True})
+    assert not inputs["ip_adapter_image_embeds"][FACEID_ADAPTER_INDEX].any()
+    assert inputs["ip_adapter_image_embeds"][APPEARANCE_ADAPTER_INDEX].shape == (2, 1, 257, 32)
+
+
+def test_appearance_reaches_the_image_only_through_its_scale(pipeline):
+    # As for FaceID: at scale 0 another appearance image gives the same image; at a large scale it differs.
+    def image(seed: int, scale: float) -> np.ndarray:
+        return run_without_face(pipeline, appearance_image=appearance_image(seed), appearance_scale=scale)
+
+    assert np.array_equal(image(0, 0.0), image(1, 0.0))
+    assert not np.array_equal(image(0, 10.0), image(1, 10.0))
+
+
+def test_a_request_without_face_or_appearance_is_a_callers_mistake(pipeline, identity):
+    with pytest.raises(ValueError, match="face .* or an appearance_image"):
+        pipeline.prepare(None, None, dataclasses.replace(BASE, **WITHOUT_FACE))
+    with pytest.raises(ValueError, match="without a face"):
+        pipeline.prepare(None, None, dataclasses.replace(BASE, appearance_image=appearance_image(0)))
+    with pytest.raises(ValueError, match="appearance_image is not"):
+        dataclasses.replace(BASE, appearance_scale=0.5)
+
+
 def test_no_state_leaks_from_one_request_into_the_next(pipeline, identity):
     first = run(pipeline, identity)
     # Requests that change every per-request setting, with guidance off, and an inpainting one.
@@ -159,7 +228,16 @@ def test_no_state_leaks_from_one_request_into_the_next(pipeline, identity):
         num_inference_steps=3,
     )
     pipeline.generate(*random_identity(3), inpaint_settings(1024, 1024, ip_adapter_scale=2.0, strength=0.6))
+    # The appearance path: FaceID off, its LoRA layers switched off, the appearance adapter on.
+    without_face = run_without_face(pipeline, appearance_image=appearance_image(4), appearance_scale=0.8)
+    pipeline.generate(
+        None, None, inpaint_settings(1024, 1024, **WITHOUT_FACE, appearance_image=appearance_image(5))
+    )
     assert np.array_equal(first, run(pipeline, identity))
+    assert np.array_equal(
+        without_face,
+        run_without_face(pipeline, appearance_image=appearance_image(4), appearance_scale=0.8),
+    )
 
 
 @pytest.mark.parametrize(("folder", "pad_token"), [("tokenizer", "<|endoftext|>"), ("tokenizer_2", "!")])

@@ -1,4 +1,5 @@
-"""Tiny random-weight SDXL, VAE, CLIP image encoder and FaceID Plus v2 checkpoint, in the production layout.
+"""Tiny random-weight SDXL, VAE, CLIP image encoder, FaceID Plus v2 and IP-Adapter Plus checkpoints, in the
+production layout.
 
 Every file has the class, file name and key names of its production counterpart, only the widths are
 miniature: the pipeline loads this folder with exactly the code that loads the real weights. The FaceID
@@ -24,6 +25,7 @@ from transformers import (
 )
 
 from model.layout import SDXL_VARIANT, WeightsLayout
+from model.tiny_profile.appearance import write_appearance_adapter
 
 SEED = 0
 
@@ -104,6 +106,9 @@ def write_sdxl_components(root: Path) -> list[Path]:
     )
     layout.faceid_adapter.parent.mkdir(parents=True, exist_ok=True)
     torch.save(checkpoint, layout.faceid_adapter)
+    write_appearance_adapter(
+        layout.root, unet, clip_width=IMAGE_ENCODER_WIDTH, generator=torch.Generator().manual_seed(SEED + 1)
+    )
 
     return sorted(
         path
