@@ -2,8 +2,9 @@
 
 The real SDXL UNet, text encoders, VAE and ViT-H image encoder are built from their published configs
 (reference/sdxl-architecture) on the meta device, so no memory is allocated and no compute is done,
-but every shape is checked. A FaceID Plus v2 checkpoint with the real shapes is built by the same
-builder as the tiny one and attached by CharacterPipeline.from_sdxl, the code that load() runs.
+but every shape is checked. FaceID Plus v2 and IP-Adapter Plus checkpoints with the real shapes are built
+by the same builders as the tiny ones and attached by CharacterPipeline.from_sdxl, the code that load()
+runs.
 
 What cannot run on meta tensors: the denoising loop, because EulerDiscreteScheduler.set_timesteps
 copies its sigmas to the CPU ("Cannot copy out of meta tensor") and step() compares sigma values; and
@@ -13,6 +14,7 @@ UNet forward with the exact inputs that CharacterPipeline.prepare() hands to the
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -20,7 +22,7 @@ import numpy as np
 import pytest
 import torch
 from diffusers.models.attention_processor import IPAdapterAttnProcessor2_0
-from diffusers.models.embeddings import IPAdapterFaceIDPlusImageProjection
+from diffusers.models.embeddings import IPAdapterFaceIDPlusImageProjection, IPAdapterPlusImageProjection
 from peft.tuners.lora import LoraLayer
 from PIL import Image
 
@@ -34,8 +36,14 @@ from model.performance import (
     real_size_modules,
 )
 from model.performance import SERVING_DTYPE as DTYPE
-from model.pipeline import FACEID_LORA_ADAPTER, CharacterPipeline, GenerationSettings
+from model.pipeline import (
+    APPEARANCE_ADAPTER_INDEX,
+    FACEID_LORA_ADAPTER,
+    CharacterPipeline,
+    GenerationSettings,
+)
 from model.speeds import TURBO_LORA_ADAPTER
+from model.tiny_profile.appearance import ip_adapter_plus_shapes
 from model.tiny_profile.sdxl import SCHEDULER_CONFIG, faceid_plus_v2_shapes
 from model.weights import production_manifest
 
@@ -151,6 +159,44 @@ def test_real_unet_runs_a_guided_1024_request_with_the_face_tokens(character):
     assert text.shape == (1, 77, 2048)
     assert pooled.shape == (1, 1280)
     assert noise_prediction.shape == (2, 4, 128, 128)
+
+
+def test_real_shape_appearance_checkpoint_matches_the_published_file_size():
+    shapes = ip_adapter_plus_shapes(real_size_modules()["unet"], clip_width=VIT_H_WIDTH)
+    # The resampler (latents, proj_in/out, norm_out, 4 layers of 11 tensors); IP k/v on 70 cross attentions.
+    assert len(shapes) == 7 + 4 * 11 + 70 * 2
+    megabytes = 2 * sum(math.prod(shape) for shape in shapes.values()) / 1e6
+    # About 848 MB is the size model lists commonly give for the published fp16 file (the manifest pins no
+    # byte count: no citable exact one was found offline); its safetensors header adds a few KB. A wrong
+    # width, query count or layer count would be tens of MB off.
+    assert megabytes == pytest.approx(847.5, abs=0.1)
+
+
+def test_appearance_adapter_attaches_beside_faceid_and_runs_without_a_face(character):
+    unet = character.text_to_image.unet
+    projection = unet.encoder_hid_proj.image_projection_layers[APPEARANCE_ADAPTER_INDEX]
+    assert isinstance(projection, IPAdapterPlusImageProjection)
+    assert projection.latents.shape == (1, 16, 1280)
+    ip_processors = [p for p in unet.attn_processors.values() if isinstance(p, IPAdapterAttnProcessor2_0)]
+    assert {len(p.to_k_ip) for p in ip_processors} == {2}
+    assert {tuple(p.num_tokens) for p in ip_processors} == {(4, 16)}
+
+    settings = dataclasses.replace(
+        REQUEST,
+        ip_adapter_scale=0.0,
+        faceid_lora_scale=0.0,
+        face_structure_scale=0.0,
+        appearance_image=Image.new("RGB", (640, 640)),
+        appearance_scale=0.6,
+    )
+    pipe, inputs = character.prepare(None, None, settings)
+    with torch.no_grad():
+        image_embeds = pipe.prepare_ip_adapter_image_embeds(
+            None, inputs["ip_adapter_image_embeds"], META, 1, do_classifier_free_guidance=True
+        )
+        tokens = unet.encoder_hid_proj(image_embeds)
+    # FaceID's 4 tokens (from zeros) and the appearance adapter's 16, at the UNet's cross-attention width.
+    assert [tuple(t.shape) for t in tokens] == [(2, 1, 4, 2048), (2, 1, 16, 2048)]
 
 
 def test_real_image_encoder_gives_257_tokens_of_1280(character):

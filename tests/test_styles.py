@@ -59,3 +59,19 @@ def test_styles_multiply_the_speeds_identity_scales(speed):
     # Fiction loosens the photo-like face structure so that the style can change the drawing.
     assert fiction["face_structure_scale"] < realistic["face_structure_scale"]
     assert all(0 < fiction[name] <= realistic[name] for name in IDENTITY_SCALE_NAMES)
+
+
+@pytest.mark.parametrize(
+    ("prompt", "expected"),
+    [
+        ("the character at the beach", "Fiction"),  # no cues: leans to Fiction without a face
+        ("an anime scene at the beach", "Fiction"),
+        ("a candid photo at the beach", "Realistic"),  # the prompt's own cues still decide
+    ],
+)
+def test_auto_leans_to_fiction_when_the_reference_has_no_human_face(prompt, expected, caplog):
+    with caplog.at_level(logging.INFO, logger="model.styles"):
+        assert choose_style(AUTO, prompt, reference_has_face=False).name == expected
+    assert f"Style: Auto chose {expected}" in caplog.text
+    # With a face, a prompt without cues keeps the Realistic default.
+    assert choose_style(AUTO, "the character at the beach").name == "Realistic"

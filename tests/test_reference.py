@@ -1,0 +1,161 @@
+"""The character reference stage: which path a reference takes, and the images each path reads."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+from skimage import data
+
+from model.errors import ConfigurationError, InputError
+from model.identity import FaceAnalyzer
+from model.layout import WeightsLayout
+from model.reference import (
+    check_not_blank,
+    head_and_shoulders,
+    read_reference,
+    subject_region,
+)
+from model.service import APPEARANCE_WITH_FACE_ENV, ServiceOptions
+from model.tiny_profile.faces import write_face_models
+
+STYLE_SCALES = {
+    "ip_adapter_scale": 0.9,
+    "faceid_lora_scale": 0.8,
+    "face_structure_scale": 0.6,
+    "appearance_scale": 0.6,
+}
+
+
+def cartoon_robot(size=(512, 640), background=(255, 255, 255)) -> Image.Image:
+    """A drawn mascot with no human face: a blue head with yellow eyes on a green body."""
+    image = Image.new("RGB", size, background)
+    draw = ImageDraw.Draw(image)
+    draw.rectangle((180, 120, 330, 260), fill=(40, 90, 200), outline=(0, 0, 0), width=6)
+    draw.ellipse((210, 160, 240, 190), fill=(255, 230, 0))
+    draw.ellipse((270, 160, 300, 190), fill=(255, 230, 0))
+    draw.rectangle((150, 280, 360, 520), fill=(60, 160, 80), outline=(0, 0, 0), width=6)
+    return image
+
+
+def white_page_with_a_speck() -> Image.Image:
+    page = Image.new("RGB", (506, 506), (255, 255, 255))
+    page.paste((0, 0, 0), (250, 250, 256, 256))
+    return page
+
+
+@pytest.fixture(scope="module")
+def faces(tmp_path_factory) -> FaceAnalyzer:
+    root = tmp_path_factory.mktemp("faces")
+    write_face_models(WeightsLayout(root).face_analysis)
+    return FaceAnalyzer(WeightsLayout(root).face_analysis)
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        Image.new("RGB", (640, 480), (30, 120, 200)),
+        Image.new("RGB", (64, 64), (255, 255, 255)),
+        # Almost one colour: a white page with a small dark speck, and faint noise.
+        white_page_with_a_speck(),
+        Image.fromarray(np.random.default_rng(0).normal(128, 2, (300, 300, 3)).clip(0, 255).astype(np.uint8)),
+    ],
+    ids=["one-colour", "white", "speck", "faint-noise"],
+)
+def test_blank_references_are_refused_naming_the_input(image):
+    with pytest.raises(InputError, match="^character_reference_image is blank .*shows the character"):
+        check_not_blank(image, "character_reference_image")
+
+
+@pytest.mark.parametrize(
+    "image",
+    [Image.fromarray(data.astronaut()), cartoon_robot(), Image.fromarray(data.camera()).convert("RGB")],
+    ids=["photo", "cartoon", "grey-photo"],
+)
+def test_pictures_are_not_blank(image):
+    check_not_blank(image, "character_reference_image")
+
+
+def test_subject_region_bounds_a_character_on_a_plain_background():
+    region = subject_region(cartoon_robot())
+    # The robot spans x 150-360 and y 120-520 (plus outline): a 400 px tall box, 6 % margin, squared.
+    assert region.width == region.height
+    assert 400 <= region.width <= 460
+    # Padded with the background colour, so the corners are white and the centre is the robot.
+    assert region.getpixel((0, 0)) == (255, 255, 255)
+    assert region.getpixel((region.width // 2, region.height // 2)) != (255, 255, 255)
+
+
+def test_subject_region_of_a_busy_picture_is_the_whole_picture():
+    photo = Image.fromarray(data.coffee())  # 600 x 400, no plain border
+    region = subject_region(photo)
+    assert region.size == (600, 600)
+    # The photo is pasted whole in the middle.
+    assert np.array_equal(np.asarray(region)[100:500], np.asarray(photo))
+
+
+def test_head_and_shoulders_is_a_square_inside_the_image_around_the_face():
+    photo = Image.fromarray(data.astronaut())
+    crop = head_and_shoulders(photo, (170.0, 60.0, 270.0, 190.0))
+    assert crop.width == crop.height
+    # 3 face widths wide (300), from 0.6 heights above (y -18 -> 0) to 1.8 below (y 424): 424 tall.
+    assert crop.width == 424
+
+
+def test_a_human_photo_takes_the_face_path(faces):
+    reference = read_reference(Image.fromarray(data.astronaut()), faces)
+    assert reference.has_face and reference.appearance_image is None and reference.no_face_reason is None
+    scales = reference.adapter_scales(STYLE_SCALES, appearance_scale_with_face=0.0)
+    assert scales == {**STYLE_SCALES, "appearance_scale": 0.0}
+
+
+def test_a_cartoon_takes_the_appearance_path_and_says_so(faces, caplog):
+    with caplog.at_level(logging.INFO, logger="model.reference"):
+        reference = read_reference(cartoon_robot(), faces)
+    assert not reference.has_face
+    assert (
+        "No human face found in character_reference_image; "
+        "using the whole image as the character's appearance" in caplog.text
+    )
+    assert reference.appearance_image.width == reference.appearance_image.height
+    assert reference.adapter_scales(STYLE_SCALES, appearance_scale_with_face=0.3) == {
+        "ip_adapter_scale": 0.0,
+        "faceid_lora_scale": 0.0,
+        "face_structure_scale": 0.0,
+        "appearance_scale": 0.6,
+    }
+
+
+def test_a_face_too_small_for_arcface_takes_the_appearance_path(faces, caplog):
+    with caplog.at_level(logging.INFO, logger="model.reference"):
+        reference = read_reference(Image.fromarray(data.astronaut()).resize((128, 128)), faces)
+    assert not reference.has_face
+    assert "is only" in reference.no_face_reason and "pixels wide" in caplog.text
+
+
+def test_appearance_beside_faceid_reads_the_head_and_shoulders_when_configured(faces):
+    reference = read_reference(Image.fromarray(data.astronaut()), faces, appearance_with_face=True)
+    assert reference.has_face and reference.appearance_image is not None
+    scales = reference.adapter_scales(STYLE_SCALES, appearance_scale_with_face=0.3)
+    assert scales == {**STYLE_SCALES, "appearance_scale": 0.3}
+
+
+def test_blank_reference_fails_before_face_analysis(faces):
+    with pytest.raises(InputError, match="blank"):
+        read_reference(Image.new("RGB", (512, 512), (90, 120, 200)), faces)
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [({}, 0.0), ({APPEARANCE_WITH_FACE_ENV: ""}, 0.0), ({APPEARANCE_WITH_FACE_ENV: "0.3"}, 0.3)],
+)
+def test_options_from_the_environment(environ, expected):
+    assert ServiceOptions.from_environment(environ).appearance_scale_with_face == expected
+
+
+@pytest.mark.parametrize("value", ["-0.1", "2", "half", "nan"])
+def test_bad_option_values_fail_naming_the_variable_and_the_range(value):
+    with pytest.raises(ConfigurationError, match=f"^{APPEARANCE_WITH_FACE_ENV}=.*from 0 \\(off\\) to 1"):
+        ServiceOptions.from_environment({APPEARANCE_WITH_FACE_ENV: value})
