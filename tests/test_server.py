@@ -13,6 +13,7 @@ from PIL import Image
 
 from tests.conftest import data_uri, decode_image, pixels, png_bytes
 from tests.contract import contract_differences, load_contract
+from tests.test_reference import cartoon_robot
 
 pytestmark = pytest.mark.server
 
@@ -102,22 +103,64 @@ def test_image_without_mask_fails_naming_both_and_server_stays_ready(cog_server,
     assert cog_server.settles_ready()
 
 
-def test_reference_without_a_face_fails_clearly(cog_server):
+def test_blank_reference_fails_clearly(cog_server):
     blank = Image.new("RGB", (512, 512), (90, 120, 200))
     body = cog_server.predict(prompt="x", character_reference_image=data_uri(blank)).json()
     assert body["status"] == "failed"
-    assert "character_reference_image" in body["error"] and "face" in body["error"].lower()
+    assert "character_reference_image is blank (one colour, or almost)" in body["error"]
     assert cog_server.settles_ready()
 
 
-def test_inpainting_keeps_every_white_pixel_at_the_input_size(cog_server, portrait):
+def adapter_line(logs: str) -> str:
+    (line,) = [line for line in logs.splitlines() if line.startswith("Adapters: ")]
+    return line
+
+
+def test_cartoon_without_a_human_face_uses_the_appearance_adapter(cog_server):
+    body = cog_server.predict(
+        prompt="the character waving on a beach",
+        character_reference_image=data_uri(cartoon_robot()),
+        rendering_speed="Turbo",
+        magic_prompt_option="Off",
+        seed=5,
+    ).json()
+    assert body["status"] == "succeeded", body
+    assert decode_image(body["output"]).size == (1024, 1024)
+    logs = body["logs"]
+    assert (
+        "No human face found in character_reference_image; "
+        "using the whole image as the character's appearance" in logs
+    )
+    # FaceID and its LoRA are off; the appearance adapter carries the character.
+    assert adapter_line(logs) == "Adapters: FaceID 0.00 (LoRA 0.00, structure 0.00), appearance 0.60"
+    assert "Style: Auto chose Fiction" in logs
+    assert "Identity similarity: not scored (no human face in character_reference_image)" in logs
+
+
+def test_human_reference_uses_faceid_only(cog_server, portrait):
+    body = cog_server.predict(
+        prompt="the character waving on a beach",
+        character_reference_image=data_uri(portrait),
+        rendering_speed="Turbo",
+        magic_prompt_option="Off",
+        style_type="Realistic",
+        seed=5,
+    ).json()
+    assert body["status"] == "succeeded", body
+    assert adapter_line(body["logs"]) == "Adapters: FaceID 1.00 (LoRA 1.00, structure 1.00), appearance 0.00"
+    assert "No human face found" not in body["logs"]
+
+
+@pytest.mark.parametrize("reference", ["human", "cartoon"])
+def test_inpainting_keeps_every_white_pixel_at_the_input_size(cog_server, portrait, reference):
+    character = portrait if reference == "human" else cartoon_robot()
     photo = portrait.resize((1600, 1200))
     # A mask of another size: black (regenerate) rectangle in the middle, white elsewhere.
     mask = Image.new("L", (800, 600), 255)
     mask.paste(0, (250, 150, 550, 450))
     body = cog_server.predict(
         prompt="the character standing here",
-        character_reference_image=data_uri(portrait),
+        character_reference_image=data_uri(character),
         image=data_uri(photo),
         mask=data_uri(mask),
         rendering_speed="Turbo",
@@ -130,6 +173,7 @@ def test_inpainting_keeps_every_white_pixel_at_the_input_size(cog_server, portra
     keep = np.asarray(mask.resize((1600, 1200), Image.Resampling.BILINEAR)) >= 128
     assert np.array_equal(pixels(output)[keep], pixels(photo)[keep])
     assert not np.array_equal(pixels(output)[~keep], pixels(photo)[~keep])
+    assert ("appearance 0.60" in body["logs"]) == (reference == "cartoon")
 
 
 def test_server_starts_without_deprecation_warnings(cog_server):
