@@ -152,7 +152,10 @@ class Sample:
     @property
     def caption(self) -> tuple[str, str]:
         face = "no face" if self.face_similarity is None else f"face {self.face_similarity:.2f}"
-        return f"{face}  clip-t {self.clip_t:.3f}", f"p{self.prompt_index} {self.speed} {self.style} {self.seconds:.1f}s"
+        return (
+            f"{face}  clip-t {self.clip_t:.3f}",
+            f"p{self.prompt_index} {self.speed} {self.style} {self.seconds:.1f}s",
+        )
 
 
 @dataclass(frozen=True)
