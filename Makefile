@@ -10,7 +10,7 @@ export OMP_NUM_THREADS ?= 2
 # coglet starts its worker as `python` from PATH: the venv's must come first.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install schema tiny-weights serve demo test lint format clean
+.PHONY: install schema tiny-weights serve demo evaluate test lint format clean
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ serve: schema
 
 demo: install
 	$(BIN)/python scripts/demo.py --weights-dir $(WEIGHTS_DIR) --tiny-weights-dir $(TINY_WEIGHTS_DIR) --out outputs/demo.png
+
+# Identity fidelity and CLIP-T of the full set on $(WEIGHTS_DIR) (see README); writes outputs/evaluation/.
+evaluate: install
+	$(BIN)/python scripts/evaluate.py --weights-dir $(WEIGHTS_DIR)
 
 test: lint schema
 	$(BIN)/python -m pytest

@@ -164,24 +164,29 @@ def run(
     manifest: Manifest | None = None,
     *,
     check_only: bool = False,
+    with_evaluation: bool = False,
     token: str | None = None,
     say: Say = _say,
 ) -> int:
     """Bring `root` to hold every file of `manifest` (default: production); return the exit code.
 
     With check_only nothing is fetched or changed but the stamp: the files are only verified and reported.
+    Evaluation-only files (the CLIP-T model of scripts/evaluate.py) are skipped unless with_evaluation.
     """
     root = Path(root)
     manifest = manifest or production_manifest()
-    command = download_command(root)
+    command = download_command(root) + (" --with-evaluation" if with_evaluation else "")
+    wanted = manifest.files if with_evaluation else manifest.serving_files
+    if skipped := len(manifest.files) - len(wanted):
+        say(f"Skipping {skipped} evaluation-only file(s); add --with-evaluation to fetch them.")
     if not check_only:
         root.mkdir(parents=True, exist_ok=True)
         _remove_stale_downloads(root, say)
     stamp = Stamp(root)
-    total = len(manifest.files)
+    total = len(wanted)
     todo: list[tuple[int, ManifestFile, Problem]] = []
     problems: list[Problem] = []
-    for index, entry in enumerate(manifest.files, 1):
+    for index, entry in enumerate(wanted, 1):
         problem = (
             verify_file(root, entry, stamp) if root.is_dir() else Problem(entry.path, "missing", "missing")
         )
@@ -221,12 +226,14 @@ def run(
             problems.append(problem)
     elif not problems:
         _write_folder_manifest(root, manifest)
-    return _report(root, manifest, problems, command, say)
+    return _report(root, manifest, len(wanted), problems, command, say)
 
 
-def _report(root: Path, manifest: Manifest, problems: list[Problem], command: str, say: Say) -> int:
+def _report(
+    root: Path, manifest: Manifest, wanted: int, problems: list[Problem], command: str, say: Say
+) -> int:
     if not problems:
-        say(f"All {len(manifest.files)} files of the {manifest.profile} weights are verified in {root}.")
+        say(f"All {wanted} files of the {manifest.profile} weights are verified in {root}.")
         return 0
     by_path = {entry.path: entry for entry in manifest.files}
     say(f"{len(problems)} problem(s) with the weights in {root}:")

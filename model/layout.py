@@ -72,3 +72,8 @@ class WeightsLayout:
     @property
     def turbo_lora_file(self) -> Path:
         return self.turbo_lora / TURBO_LORA_FILE
+
+    @property
+    def evaluation_clip(self) -> Path:
+        """transformers folder of the CLIP model that scores prompt adherence (CLIP-T); evaluation only."""
+        return self.root / "evaluation" / "clip"

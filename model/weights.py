@@ -64,6 +64,9 @@ class ManifestFile:
     licence: str | None = None
     licence_url: str | None = None
     commercial_use: bool | None = None
+    # True for a file only scripts/evaluate.py reads (e.g. the CLIP-T model): setup() does not require it,
+    # and the downloader fetches it only when asked (--with-evaluation).
+    evaluation_only: bool | None = None
 
     @property
     def url(self) -> str | None:
@@ -77,6 +80,15 @@ class ManifestFile:
 class Manifest:
     profile: str
     files: tuple[ManifestFile, ...]
+
+    @property
+    def serving_files(self) -> tuple[ManifestFile, ...]:
+        """The files the server loads: what check_weights() requires."""
+        return tuple(f for f in self.files if not f.evaluation_only)
+
+    @property
+    def evaluation_files(self) -> tuple[ManifestFile, ...]:
+        return tuple(f for f in self.files if f.evaluation_only)
 
     def to_json(self) -> dict:
         # Tiny manifests leave the source fields out rather than writing a column of nulls.
@@ -120,6 +132,9 @@ def _parse_file(source: Path, raw: object, profile: str) -> ManifestFile:
     commercial = raw.get("commercial_use")
     if commercial is not None and not isinstance(commercial, bool):
         raise _invalid(source, f"{path}: commercial_use must be true or false, not {commercial!r}")
+    evaluation_only = raw.get("evaluation_only")
+    if evaluation_only is not None and not isinstance(evaluation_only, bool):
+        raise _invalid(source, f"{path}: evaluation_only must be true or false, not {evaluation_only!r}")
     entry = ManifestFile(
         path=path,
         size=size,
@@ -130,6 +145,7 @@ def _parse_file(source: Path, raw: object, profile: str) -> ManifestFile:
         licence=raw.get("licence"),
         licence_url=raw.get("licence_url"),
         commercial_use=commercial,
+        evaluation_only=evaluation_only,
     )
     if profile == PRODUCTION:
         # A production file is downloaded, so it must say from where and under which terms.
@@ -326,18 +342,37 @@ def check_weights(layout: WeightsLayout) -> Manifest:
             f"({PRODUCTION_MANIFEST.name}): the weights were downloaded for another version. "
             f"Re-run `{download_command(root)}`."
         )
+    _verify_files(root, manifest, manifest.serving_files, fix_command(manifest.profile, root))
+    return manifest
+
+
+def check_evaluation_weights(layout: WeightsLayout) -> Manifest:
+    """Like check_weights, for the evaluation-only files (scripts/evaluate.py); setup() never needs them."""
+    root = layout.root
+    manifest = check_weights(layout)
+    command = fix_command(manifest.profile, root)
+    if manifest.profile == PRODUCTION:
+        command += " --with-evaluation"
+    if not manifest.evaluation_files:
+        raise WeightsError(
+            f"The {manifest.profile} weights in {root} list no evaluation files: re-run `{command}`"
+        )
+    _verify_files(root, manifest, manifest.evaluation_files, command)
+    return manifest
+
+
+def _verify_files(root: Path, manifest: Manifest, files: Sequence[ManifestFile], command: str) -> None:
     stamp = Stamp(root)
-    problems = [p for entry in manifest.files if (p := verify_file(root, entry, stamp)) is not None]
+    problems = [p for entry in files if (p := verify_file(root, entry, stamp)) is not None]
+    # The stamp covers every listed file, so checking one group never forgets the other's digests.
     stamp.keep_only(entry.path for entry in manifest.files)
     stamp.save()
     if problems:
-        command = fix_command(manifest.profile, root)
         lines = "\n".join(f"  - {describe(p, command)}" for p in problems)
         raise WeightsError(
             f"The {manifest.profile} weights in {root} are incomplete ({len(problems)} of "
-            f"{len(manifest.files)} files unusable):\n{lines}"
+            f"{len(files)} files unusable):\n{lines}"
         )
-    return manifest
 
 
 def _listed_files(root: Path) -> list[Path]:
@@ -351,11 +386,17 @@ def _listed_files(root: Path) -> list[Path]:
     )
 
 
-def write_manifest(root: Path, profile: str = TINY, paths: Sequence[Path] | None = None) -> Manifest:
+def write_manifest(
+    root: Path,
+    profile: str = TINY,
+    paths: Sequence[Path] | None = None,
+    evaluation_paths: Sequence[Path] = (),
+) -> Manifest:
     """Write root/manifest.json listing files already written there, with their sizes and sha256.
 
-    `paths` are absolute or relative to root; None lists every file in the folder. Used by the tiny-profile
-    builder, so the same check_weights guards both profiles. The digests just computed seed the stamp.
+    `paths` are absolute or relative to root; None lists every file in the folder. `evaluation_paths`, a
+    subset of them, are marked evaluation_only. Used by the tiny-profile builder, so the same check_weights
+    guards both profiles. The digests just computed seed the stamp.
     """
     root = Path(root)
     if profile not in PROFILES:
@@ -364,13 +405,25 @@ def write_manifest(root: Path, profile: str = TINY, paths: Sequence[Path] | None
         _listed_files(root) if paths is None else [p if Path(p).is_absolute() else root / p for p in paths]
     )
     stamp = Stamp(root)
+
+    def relative(path: Path) -> str:
+        return (
+            Path(path if Path(path).is_absolute() else root / path)
+            .resolve()
+            .relative_to(root.resolve())
+            .as_posix()
+        )
+
+    evaluation = {relative(p) for p in evaluation_paths}
     entries = []
     for path in files:
-        rel = Path(path).resolve().relative_to(root.resolve()).as_posix()
+        rel = relative(path)
         stat = Path(path).stat()
         sha = sha256_file(Path(path))
         stamp.record(rel, stat, sha)
-        entries.append(ManifestFile(path=rel, size=stat.st_size, sha256=sha))
+        entries.append(
+            ManifestFile(path=rel, size=stat.st_size, sha256=sha, evaluation_only=(rel in evaluation) or None)
+        )
     # Parse what is written, so a tiny folder obeys exactly the rules a production one does.
     manifest = parse_manifest(Manifest(profile=profile, files=tuple(entries)).to_json(), root / MANIFEST_NAME)
     tmp = root / f".{MANIFEST_NAME}.tmp"

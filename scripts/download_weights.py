@@ -1,6 +1,6 @@
 """Download the production weights into a weights folder, or check one (re-runnable).
 
-Usage: python scripts/download_weights.py [--weights-dir DIR] [--check-only]
+Usage: python scripts/download_weights.py [--weights-dir DIR] [--check-only] [--with-evaluation]
 
 DIR defaults to $WEIGHTS_DIR, else weights/. Files already present and verified are skipped; the others are
 fetched at their pinned revision, verified (size, sha256) and moved into place; partial downloads are
@@ -35,6 +35,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--check-only", action="store_true", help="verify the folder and report; download nothing"
     )
+    parser.add_argument(
+        "--with-evaluation",
+        action="store_true",
+        help="also fetch the evaluation-only files (CLIP-T model of scripts/evaluate.py); serving needs none",
+    )
     return parser.parse_args(argv)
 
 
@@ -43,7 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         return download.run(
-            args.weights_dir, check_only=args.check_only, token=os.environ.get("HF_TOKEN") or None
+            args.weights_dir,
+            check_only=args.check_only,
+            with_evaluation=args.with_evaluation,
+            token=os.environ.get("HF_TOKEN") or None,
         )
     except KeyboardInterrupt:
         print(

@@ -17,6 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from model.layout import WeightsLayout  # noqa: E402
+from model.tiny_profile.evaluation import write_evaluation_clip  # noqa: E402
 from model.tiny_profile.faces import write_face_models  # noqa: E402
 from model.tiny_profile.sdxl import write_sdxl_components  # noqa: E402
 from model.tiny_profile.turbo import write_turbo_lora  # noqa: E402
@@ -29,7 +30,8 @@ def build_tiny_profile(root: Path) -> Manifest:
     paths = write_sdxl_components(layout.root)
     paths += write_face_models(layout.face_analysis)
     paths += write_turbo_lora(layout.root)
-    return write_manifest(layout.root, profile="tiny", paths=paths)
+    evaluation = write_evaluation_clip(layout.root)
+    return write_manifest(layout.root, profile="tiny", paths=paths + evaluation, evaluation_paths=evaluation)
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import re
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -21,6 +22,7 @@ from model.weights import (
     STAMP_NAME,
     Manifest,
     ManifestFile,
+    check_evaluation_weights,
     check_weights,
     load_manifest,
     production_manifest,
@@ -234,6 +236,7 @@ def test_production_manifest_is_complete_and_inside_the_layout(tmp_path):
         layout.face_analysis,
         layout.turbo_lora,
         layout.prompt_model,
+        layout.evaluation_clip,
     ]
     for entry in manifest.files:
         target = tmp_path / entry.path
@@ -300,6 +303,7 @@ HUB = {
     ("org/base", "unet/weights.bin"): os.urandom(3000),
     ("org/base", "model_index.json"): b'{"_class_name": "StableDiffusionXLPipeline"}',
     ("org/faces", "models/buffalo_l/det_10g.onnx"): os.urandom(2000),
+    ("org/clip", "model.safetensors"): os.urandom(1500),
 }
 
 
@@ -502,3 +506,51 @@ def test_unpinned_git_file_is_checked_against_its_blob_sha1(tmp_path, monkeypatc
     lines: list[str] = []
     assert download.run(tmp_path, Manifest("production", (entry,)), say=lines.append) == 0
     assert f"matches the Hub's git-sha1 {blob}" in "\n".join(lines)
+
+
+# ---------------------------------------------------------------- evaluation-only files (scripts/evaluate.py)
+
+
+def test_evaluation_files_are_not_needed_to_serve_but_checked_for_evaluation(tmp_path):
+    root = tmp_path / "w"
+    paths = _write(root, FILES)
+    evaluation = _write(root, {"evaluation/clip/model.safetensors": os.urandom(500)})
+    manifest = write_manifest(root, "tiny", paths + evaluation, evaluation_paths=evaluation)
+    assert [f.path for f in manifest.evaluation_files] == ["evaluation/clip/model.safetensors"]
+    layout = WeightsLayout(root)
+    assert check_evaluation_weights(layout) == manifest
+    evaluation[0].unlink()
+    assert check_weights(layout) == manifest  # what setup() runs: the CLIP-T model is not required
+    with pytest.raises(WeightsError) as error:
+        check_evaluation_weights(layout)
+    assert "evaluation/clip/model.safetensors: missing" in str(error.value)
+    assert f"python scripts/make_tiny_weights.py {root}" in str(error.value)
+
+
+def test_production_evaluation_files_are_the_clip_t_model(tmp_path):
+    manifest = production_manifest()
+    clip = WeightsLayout(tmp_path).evaluation_clip.relative_to(tmp_path).as_posix()
+    assert {f.path for f in manifest.evaluation_files} >= {f"{clip}/config.json", f"{clip}/model.safetensors"}
+    assert all(f.path.startswith(clip + "/") for f in manifest.evaluation_files)
+    assert not any(f.path.startswith(clip + "/") for f in manifest.serving_files)
+
+
+def test_downloader_fetches_evaluation_files_only_when_asked(tmp_path, monkeypatch, script, capsys):
+    clip = _entry("evaluation/clip/model.safetensors", "org/clip", "model.safetensors")
+    with_clip = Manifest("production", FAKE_PRODUCTION.files + (replace(clip, evaluation_only=True),))
+    monkeypatch.setattr(download, "production_manifest", lambda: with_clip)
+    monkeypatch.setattr(weights, "production_manifest", lambda: with_clip)
+    hub = FakeHub()
+    monkeypatch.setattr(download, "hf_hub_download", hub)
+    root = tmp_path / "weights"
+    assert script.main(["--weights-dir", str(root)]) == 0
+    assert ("org/clip", "model.safetensors", "a" * 40) not in hub.calls
+    assert "Skipping 1 evaluation-only file(s); add --with-evaluation" in capsys.readouterr().out
+    assert check_weights(WeightsLayout(root)) == with_clip
+    with pytest.raises(WeightsError, match="--with-evaluation"):
+        check_evaluation_weights(WeightsLayout(root))
+
+    assert script.main(["--weights-dir", str(root), "--with-evaluation"]) == 0
+    assert hub.calls[-1] == ("org/clip", "model.safetensors", "a" * 40)
+    assert (root / clip.path).read_bytes() == HUB[("org/clip", "model.safetensors")]
+    assert check_evaluation_weights(WeightsLayout(root)) == with_clip
