@@ -64,9 +64,11 @@ def free_port() -> int:
 
 
 class CogServer:
-    def __init__(self, url: str, log_path: Path):
+    def __init__(self, url: str, log_path: Path, pid: int):
         self.url = url
         self.log_path = log_path
+        # The server process; its worker (which runs the predictor) is a child process.
+        self.pid = pid
 
     def predict(self, timeout: float = 600, **inputs) -> requests.Response:
         """POST a prediction, retrying on 409 as clients must: one Cog container runs one at a time, and
@@ -118,7 +120,7 @@ def cog_server(tiny_weights, tmp_path_factory) -> CogServer:
             stdout=log_file,
             stderr=subprocess.STDOUT,
         )
-    server = CogServer(f"http://127.0.0.1:{port}", log_path)
+    server = CogServer(f"http://127.0.0.1:{port}", log_path, process.pid)
     try:
         deadline = time.monotonic() + 300
         while True:

@@ -1,0 +1,307 @@
+"""Bad and odd inputs through the real Cog server on the tiny profile: each case and its documented outcome.
+
+The cases are one table; README.md's "Bad and odd inputs" table lists the same case names with the same
+outcomes, and test_readme_table_matches_the_cases keeps the two equal. Every failure must name the input
+in one sentence (no traceback) and leave the server READY.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import struct
+import zipfile
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import psutil
+import pytest
+from PIL import Image, ImageDraw
+
+from tests.conftest import ROOT, data_uri, decode_image, pixels
+from tests.test_reference import cartoon_robot
+
+pytestmark = pytest.mark.server
+
+FAST = {"rendering_speed": "Turbo", "magic_prompt_option": "Off", "seed": 21}
+
+
+def uri(data: bytes, mime: str) -> str:
+    return f"data:{mime};base64," + base64.b64encode(data).decode()
+
+
+def encoded(image: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A valid little PNG whose header declares width x height: a decompression bomb's shape."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit greyscale
+    rows = zlib.compress(b"\0" * (width + 1) * 4)  # a few rows only: decoding it would need 900 MB
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
+
+
+def zip_file() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("face.png", b"not really")
+    return buffer.getvalue()
+
+
+def with_alpha(image: Image.Image) -> Image.Image:
+    """A cut-out: opaque in the middle, transparent in a 40 px frame."""
+    alpha = Image.new("L", image.size, 0)
+    ImageDraw.Draw(alpha).rectangle((40, 40, image.width - 41, image.height - 41), fill=255)
+    rgba = image.convert("RGBA")
+    rgba.putalpha(alpha)
+    return rgba
+
+
+def over_white(image: Image.Image) -> Image.Image:
+    white = Image.new("RGBA", image.size, (255, 255, 255, 255))
+    return Image.alpha_composite(white, image.convert("RGBA")).convert("RGB")
+
+
+def palette_with_transparency(image: Image.Image) -> bytes:
+    palette = image.convert("P", palette=Image.Palette.ADAPTIVE, colors=255)
+    return encoded(palette, "PNG", transparency=0)
+
+
+def sixteen_bit(image: Image.Image) -> bytes:
+    grey = (np.asarray(image.convert("L"), dtype=np.uint16) * 257).astype(np.uint16)
+    return encoded(Image.fromarray(grey), "PNG")  # uint16 -> mode I;16
+
+
+def animated(image: Image.Image, fmt: str) -> bytes:
+    frames = [image, Image.new("RGB", image.size, (255, 0, 0))]
+    return encoded(frames[0], fmt, save_all=True, append_images=frames[1:], duration=100, loop=0)
+
+
+def exif_rotated(image: Image.Image) -> bytes:
+    # Stored rotated 90 degrees with EXIF orientation 6 ("rotate 90 CW to display"): upright when applied.
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    return encoded(image.transpose(Image.Transpose.ROTATE_90), "JPEG", exif=exif, quality=92)
+
+
+def two_people(portrait: Image.Image) -> Image.Image:
+    canvas = Image.new("RGB", (760, 512), (235, 235, 240))
+    canvas.paste(portrait, (0, 0))
+    canvas.paste(portrait.resize((240, 240)), (515, 130))
+    return canvas
+
+
+def face_at_the_border(portrait: Image.Image) -> Image.Image:
+    # The astronaut's face spans about x 170-290: cut at x 200, so the face touches the left edge.
+    return portrait.crop((200, 0, 512, 512))
+
+
+def centre_mask(size: tuple[int, int], keep: int = 255, regenerate: int = 0) -> Image.Image:
+    mask = Image.new("L", size, keep)
+    w, h = size
+    ImageDraw.Draw(mask).rectangle((w // 4, h // 4, 3 * w // 4, 3 * h // 4), fill=regenerate)
+    return mask
+
+
+def grey_mask(size: tuple[int, int]) -> Image.Image:
+    """Anti-aliased: a horizontal ramp from black to white, so every grey level occurs."""
+    ramp = np.tile(np.linspace(0, 255, size[0]).astype(np.uint8), (size[1], 1))
+    return Image.fromarray(ramp, "L")
+
+
+Inputs = Callable[[Image.Image], dict]
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    inputs: Inputs
+    # The README's outcome text: "fails: <start of the error>" or "succeeds: <what is checked>".
+    outcome: str
+    check: Callable[[dict, Image.Image], None] | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def fails(self) -> bool:
+        return self.outcome.startswith("fails: ")
+
+
+def keeps_white_pixels(image_of: Callable[[Image.Image], Image.Image], mask_of: Callable) -> Callable:
+    def check(body: dict, portrait: Image.Image) -> None:
+        original = image_of(portrait)
+        output = decode_image(body["output"])
+        assert output.size == original.size
+        mask = mask_of(original.size)
+        keep = np.asarray(mask.convert("L").resize(original.size, Image.Resampling.BILINEAR)) >= 128
+        assert np.array_equal(pixels(output)[keep], pixels(original)[keep])
+        if (~keep).any():
+            assert not np.array_equal(pixels(output)[~keep], pixels(original)[~keep])
+
+    return check
+
+
+def logs_contain(*texts: str) -> Callable:
+    def check(body: dict, portrait: Image.Image) -> None:
+        for text in texts:
+            assert text in body["logs"], text
+
+    return check
+
+
+def reference(data: Callable[[Image.Image], str]) -> Inputs:
+    return lambda portrait: {"prompt": "the character in a park", "character_reference_image": data(portrait)}
+
+
+def inpaint(image: Callable, mask: Callable) -> Inputs:
+    def inputs(portrait: Image.Image) -> dict:
+        original = image(portrait)
+        return {
+            "prompt": "the character standing here",
+            "character_reference_image": data_uri(portrait),
+            "image": data_uri(original),
+            "mask": data_uri(mask(original.size)),
+        }
+
+    return inputs
+
+
+def prompt(text: str, **more) -> Inputs:
+    return lambda portrait: {"prompt": text, "character_reference_image": data_uri(portrait), **more}
+
+
+LARGE = (4000, 3000)
+CASES = [
+    # --- Files that are not usable images, sent as character_reference_image
+    Case("text file", reference(lambda p: uri(b"hello, I am not an image\n", "text/plain")),
+         "fails: character_reference_image is not a readable image"),
+    Case("HTML page", reference(lambda p: uri(b"<!doctype html><html><body>hi</body></html>", "text/html")),
+         "fails: character_reference_image is not a readable image"),
+    Case("zip archive", reference(lambda p: uri(zip_file(), "application/zip")),
+         "fails: character_reference_image is not a readable image"),
+    Case("truncated JPEG", reference(lambda p: uri(encoded(p, "JPEG")[:4000], "image/jpeg")),
+         "fails: character_reference_image is not a readable image (the file is truncated or corrupt"),
+    Case("zero-byte file", reference(lambda p: uri(b"", "image/png")),
+         "fails: character_reference_image is not a readable image (the file is empty)"),
+    Case("PNG declaring 30000x30000", reference(lambda p: uri(png_declaring(30000, 30000), "image/png")),
+         "fails: character_reference_image is larger than 40 megapixels"),
+    Case("PNG declaring 8000x6000", reference(lambda p: uri(png_declaring(8000, 6000), "image/png")),
+         "fails: character_reference_image is 8000x6000 pixels (48.0 megapixels), more than the 40"),
+    # --- Colour modes and containers of the reference (the face is found in each)
+    Case("RGBA cut-out reference", reference(lambda p: data_uri(with_alpha(p))),
+         "succeeds: transparency over white, face found", logs_contain("Adapters: FaceID 1.00")),
+    Case("LA reference", reference(lambda p: uri(encoded(with_alpha(p).convert("LA"), "PNG"), "image/png")),
+         "succeeds: greyscale, the tiny detector finds no face: appearance path",
+         logs_contain("No human face found")),
+    Case("P reference with transparency", reference(lambda p: uri(palette_with_transparency(p), "image/png")),
+         "succeeds: face found", logs_contain("Adapters: FaceID 1.00")),
+    Case("CMYK JPEG reference", reference(lambda p: uri(encoded(p.convert("CMYK"), "JPEG"), "image/jpeg")),
+         "succeeds: face found", logs_contain("Adapters: FaceID 1.00")),
+    Case("16-bit PNG reference", reference(lambda p: uri(sixteen_bit(p), "image/png")),
+         "succeeds: greyscale, the tiny detector finds no face: appearance path",
+         logs_contain("No human face found")),
+    Case("animated GIF reference", reference(lambda p: uri(animated(p, "GIF"), "image/gif")),
+         "succeeds: first frame, face found", logs_contain("Adapters: FaceID 1.00")),
+    Case("animated WebP reference", reference(lambda p: uri(animated(p, "WEBP"), "image/webp")),
+         "succeeds: first frame, face found", logs_contain("Adapters: FaceID 1.00")),
+    Case("EXIF-rotated JPEG reference", reference(lambda p: uri(exif_rotated(p), "image/jpeg")),
+         "succeeds: turned upright, face found", logs_contain("Adapters: FaceID 1.00")),
+    # --- Faces in the reference
+    Case("cartoon, no human face", reference(lambda p: data_uri(cartoon_robot())),
+         "succeeds: appearance path, logged",
+         logs_contain("No human face found in character_reference_image")),
+    Case("blank reference", reference(lambda p: data_uri(Image.new("RGB", (512, 512), (90, 120, 200)))),
+         "fails: character_reference_image is blank (one colour, or almost)"),
+    Case("two faces", reference(lambda p: data_uri(two_people(p))),
+         "succeeds: the largest face is used, logged",
+         logs_contain("Found 2 faces in character_reference_image")),
+    Case("tiny face", reference(lambda p: data_uri(p.resize((96, 96)))),
+         "succeeds: face under 40 px: appearance path, logged", logs_contain("pixels wide")),
+    Case("face at the border", reference(lambda p: data_uri(face_at_the_border(p))),
+         "succeeds: face found", logs_contain("Adapters: FaceID 1.00")),
+    # --- Inpainting inputs
+    Case("mask without image",
+         lambda p: {"prompt": "x", "character_reference_image": data_uri(p),
+                    "mask": data_uri(centre_mask((64, 64)))},
+         "fails: mask was given without image"),
+    Case("image without mask",
+         lambda p: {"prompt": "x", "character_reference_image": data_uri(p), "image": data_uri(p)},
+         "fails: image was given without mask"),
+    Case("mask of another size", inpaint(lambda p: p.resize((800, 600)), lambda s: centre_mask((200, 150))),
+         "succeeds: mask resized to the image, white pixels kept exactly",
+         keeps_white_pixels(lambda p: p.resize((800, 600)), lambda s: centre_mask((200, 150)))),
+    Case("anti-aliased grey mask", inpaint(lambda p: p, grey_mask),
+         "succeeds: grey >= 128 kept exactly, darker regenerated",
+         keeps_white_pixels(lambda p: p, grey_mask)),
+    Case("all-white mask", inpaint(lambda p: p, lambda s: Image.new("L", s, 255)),
+         "fails: mask is all white, so nothing would be regenerated"),
+    Case("all-black mask", inpaint(lambda p: p, lambda s: Image.new("L", s, 0)),
+         "succeeds: the whole image regenerated at its size",
+         keeps_white_pixels(lambda p: p, lambda s: Image.new("L", s, 0))),
+    Case("4000x3000 image", inpaint(lambda p: p.resize(LARGE), centre_mask),
+         "succeeds: output 4000x3000, white pixels kept exactly",
+         keeps_white_pixels(lambda p: p.resize(LARGE), centre_mask)),
+    Case("RGBA image, P mask", inpaint(lambda p: with_alpha(p), lambda s: centre_mask(s).convert("P")),
+         "succeeds: transparency over white, white pixels kept exactly",
+         keeps_white_pixels(lambda p: over_white(with_alpha(p)), lambda s: centre_mask(s))),
+    # --- Prompts and seeds
+    Case("empty prompt", prompt(""), "fails: prompt is empty"),
+    Case("whitespace prompt", prompt(" \n\t "), "fails: prompt is empty"),
+    Case("10,000-character prompt", prompt("a knight in a forest " * 500),
+         "succeeds: encoded whole in 75-token windows"),
+    Case("emoji and right-to-left text", prompt("🦸‍♀️ בגן עם פרחים، في الحديقة 🌸"),
+         "succeeds: used as given", logs_contain("Prompt used: 🦸‍♀️ בגן עם פרחים، في الحديقة 🌸")),
+    Case("negative seed", prompt("x", seed=-7), "succeeds: accepted as given",
+         logs_contain("Using seed: -7")),
+    Case("maximum seed", prompt("x", seed=2147483647), "succeeds: accepted",
+         logs_contain("Using seed: 2147483647")),
+]  # fmt: skip
+
+
+def worker_rss(cog_server) -> int:
+    """Resident bytes of the server and its worker processes."""
+    root = psutil.Process(cog_server.pid)
+    return sum(process.memory_info().rss for process in [root, *root.children(recursive=True)])
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
+def test_bad_and_odd_inputs(cog_server, portrait, case):
+    inputs = FAST | case.inputs(portrait)
+    before = worker_rss(cog_server)
+    response = cog_server.predict(**inputs)
+    body = response.json()
+    assert response.status_code == 200, body
+    if case.fails:
+        assert body["status"] == "failed", body.get("logs")
+        error = body["error"]
+        assert case.outcome.removeprefix("fails: ") in error
+        assert "Traceback" not in error and len(error.splitlines()) == 1
+    else:
+        assert body["status"] == "succeeded", body.get("error")
+        if case.check is not None:
+            case.check(body, portrait)
+    # Nothing was decoded at full size: a 30000 x 30000 bomb would need 900 MB.
+    assert worker_rss(cog_server) - before < 300 * 2**20
+    assert cog_server.settles_ready()
+
+
+def readme_table() -> dict[str, str]:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("<!-- bad-inputs:start -->")[1].split("<!-- bad-inputs:end -->")[0]
+    rows = {}
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) == 2 and cells[0] not in ("case", "") and not set(cells[0]) <= {"-"}:
+            rows[cells[0]] = cells[1]
+    return rows
+
+
+def test_readme_table_matches_the_cases():
+    assert readme_table() == {case.name: case.outcome for case in CASES}
