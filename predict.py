@@ -9,6 +9,7 @@ from typing import Optional
 
 from cog import BaseRunner, Input, Path
 
+from model.errors import reported_failures
 from model.logs import configure_logging
 from model.request import build_request
 from model.service import CharacterService, ServiceOptions
@@ -92,16 +93,19 @@ class Predictor(BaseRunner):
             default="Auto",
         ),
     ) -> Path:
-        request = build_request(
-            prompt=prompt,
-            character_reference_image=character_reference_image,
-            image=image,
-            mask=mask,
-            seed=seed,
-            resolution=resolution,
-            style_type=style_type,
-            aspect_ratio=aspect_ratio,
-            rendering_speed=rendering_speed,
-            magic_prompt_option=magic_prompt_option,
-        )
-        return Path(self.service.generate(request, record_metric=self.record_metric))
+        # A refused input passes through as it is; any other failure becomes one sentence for the client,
+        # with the traceback in the log for the operator (model/errors.py).
+        with reported_failures():
+            request = build_request(
+                prompt=prompt,
+                character_reference_image=character_reference_image,
+                image=image,
+                mask=mask,
+                seed=seed,
+                resolution=resolution,
+                style_type=style_type,
+                aspect_ratio=aspect_ratio,
+                rendering_speed=rendering_speed,
+                magic_prompt_option=magic_prompt_option,
+            )
+            return Path(self.service.generate(request, record_metric=self.record_metric))
