@@ -65,3 +65,8 @@ class WeightsLayout:
     @property
     def turbo_lora_file(self) -> Path:
         return self.turbo_lora / TURBO_LORA_FILE
+
+    @property
+    def safety_checker(self) -> Path:
+        """Folder of the NSFW output checker (diffusers' StableDiffusionSafetyChecker) and its processor."""
+        return self.root / "safety_checker"
