@@ -12,6 +12,7 @@ from cog import BaseRunner, Input, Path
 from model.logs import configure_logging
 from model.request import build_request
 from model.service import CharacterService
+from model.weights_url import fetch_weights_if_configured
 
 RESOLUTIONS = [
     "None",
@@ -38,7 +39,10 @@ SEED_MAX = 2147483647
 class Predictor(BaseRunner):
     def setup(self) -> None:
         configure_logging()
-        self.service = CharacterService.load(os.environ.get("WEIGHTS_DIR", "weights"))
+        weights_dir = os.environ.get("WEIGHTS_DIR", "weights")
+        # Only with WEIGHTS_URL set, and only when the folder is missing or incomplete (model/weights_url.py).
+        fetch_weights_if_configured(weights_dir, os.environ)
+        self.service = CharacterService.load(weights_dir)
 
     def run(
         self,
