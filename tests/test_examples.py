@@ -75,7 +75,7 @@ def test_python_client_sends_a_url_and_retries_while_the_server_is_busy(
     cog_server, portrait, reference_url, tmp_path
 ):
     # Occupy the single slot with a slower prediction, submitted asynchronously, then run the client.
-    slow = {"rendering_speed": "Quality", "magic_prompt_option": "Off"}
+    slow = {"rendering_speed": "Default", "magic_prompt_option": "Off"}
     busy = requests.post(
         f"{cog_server.url}/predictions",
         json={"input": {"prompt": "x", "character_reference_image": data_uri(portrait), **slow}},
