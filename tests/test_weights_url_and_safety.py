@@ -207,3 +207,42 @@ def test_the_tiny_checker_passes_ordinary_images_and_the_flagging_one_flags_them
     ):
         assert not tiny.flags(image)
         assert flagging.flags(image)
+
+
+# The published feature_extractor/preprocessor_config.json of stable-diffusion-v1-5, byte for byte: its
+# sha256 is the one the manifest pins, so this proves that the production file loads with our transformers.
+PUBLISHED_PREPROCESSOR_CONFIG = """{
+  "crop_size": 224,
+  "do_center_crop": true,
+  "do_convert_rgb": true,
+  "do_normalize": true,
+  "do_resize": true,
+  "feature_extractor_type": "CLIPFeatureExtractor",
+  "image_mean": [
+    0.48145466,
+    0.4578275,
+    0.40821073
+  ],
+  "image_std": [
+    0.26862954,
+    0.26130258,
+    0.27577711
+  ],
+  "resample": 3,
+  "size": 224
+}
+"""
+
+
+def test_the_published_preprocessor_config_loads(tmp_path):
+    from transformers import CLIPImageProcessor
+
+    from model.weights import production_manifest
+
+    (entry,) = [f for f in production_manifest().files if f.path == "safety_checker/preprocessor_config.json"]
+    data = PUBLISHED_PREPROCESSOR_CONFIG.encode()
+    assert (len(data), hashlib.sha256(data).hexdigest()) == (entry.size, entry.sha256)
+    (tmp_path / "preprocessor_config.json").write_bytes(data)
+    processor = CLIPImageProcessor.from_pretrained(tmp_path)
+    pixels = processor(images=Image.new("RGB", (1312, 736)), return_tensors="pt").pixel_values
+    assert tuple(pixels.shape) == (1, 3, 224, 224)
