@@ -12,7 +12,8 @@ from cog import BaseRunner, Input, Path
 from model.errors import reported_failures
 from model.logs import configure_logging
 from model.request import build_request
-from model.service import CharacterService, ServiceOptions
+from model.service import CharacterService
+from model.weights_url import fetch_weights_if_configured
 
 RESOLUTIONS = [
     "None",
@@ -39,9 +40,10 @@ SEED_MAX = 2147483647
 class Predictor(BaseRunner):
     def setup(self) -> None:
         configure_logging()
-        self.service = CharacterService.load(
-            os.environ.get("WEIGHTS_DIR", "weights"), ServiceOptions.from_environment(os.environ)
-        )
+        weights_dir = os.environ.get("WEIGHTS_DIR", "weights")
+        # Only with WEIGHTS_URL set, and only when the folder is missing or incomplete (model/weights_url.py).
+        fetch_weights_if_configured(weights_dir, os.environ)
+        self.service = CharacterService.load(weights_dir)
 
     def run(
         self,

@@ -13,7 +13,11 @@ log = logging.getLogger(__name__)
 MAX_ERROR_CHARS = 300
 
 
-class InputError(ValueError):
+class RequestRefused(Exception):
+    """A request's own outcome, told to the client as it is: a refused input, a flagged output."""
+
+
+class InputError(RequestRefused, ValueError):
     """A request input is missing, inconsistent or unusable; the message names the input."""
 
 
@@ -31,14 +35,14 @@ class GenerationError(RuntimeError):
 
 @contextmanager
 def reported_failures() -> Iterator[None]:
-    """Let InputError through as it is; turn any other failure into a one-line GenerationError.
+    """Let RequestRefused through as it is; turn any other failure into a one-line GenerationError.
 
     Cog shows the exception's text as the prediction's `error`: a library's multi-line message or a
     traceback is no use to a client, while the operator needs the whole traceback, so it goes to the log.
     """
     try:
         yield
-    except InputError as error:
+    except RequestRefused as error:
         log.info("Request refused: %s", error)
         raise
     except Exception as error:

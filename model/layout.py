@@ -77,3 +77,8 @@ class WeightsLayout:
     def evaluation_clip(self) -> Path:
         """transformers folder of the CLIP model that scores prompt adherence (CLIP-T); evaluation only."""
         return self.root / "evaluation" / "clip"
+
+    @property
+    def safety_checker(self) -> Path:
+        """Folder of the NSFW output checker (diffusers' StableDiffusionSafetyChecker) and its processor."""
+        return self.root / "safety_checker"

@@ -61,6 +61,8 @@ GPU_MEMORY_GIB = 24.0
 ACTIVATION_RESERVE_GIB = 6.0
 # The magic prompt LLM's weights file (Qwen2.5-1.5B-Instruct), stored in bf16: 2 bytes a parameter.
 PROMPT_LLM_FILE = "prompt_model/model.safetensors"
+# The output safety checker (model/safety.py), loaded at the serving dtype when CHARACTER_SAFETY_CHECKER=on.
+SAFETY_CHECKER_FILE = "safety_checker/model.fp16.safetensors"
 
 PROMPT = "a portrait photo of a woman in a garden, soft light"
 NEGATIVE_PROMPT = "blurry, low quality"
@@ -241,6 +243,7 @@ def memory_budget(dtype: torch.dtype = SERVING_DTYPE) -> list[ComponentMemory]:
     )
     onnx_bytes = sum(f.size or 0 for f in production_manifest().files if f.path.endswith(".onnx"))
     (llm_bytes,) = [f.size for f in production_manifest().files if f.path == PROMPT_LLM_FILE]
+    (safety_bytes,) = [f.size for f in production_manifest().files if f.path == SAFETY_CHECKER_FILE]
     rows = [
         ComponentMemory(name, _parameters(module), size, str(dtype).removeprefix("torch."))
         for name, module in modules.items()
@@ -251,6 +254,7 @@ def memory_budget(dtype: torch.dtype = SERVING_DTYPE) -> list[ComponentMemory]:
         ComponentMemory(f"Lightning LoRA ({TURBO_LORA_FILE})", turbo_parameters, size, "unfused, r64"),
         ComponentMemory("insightface buffalo_l (ONNX)", onnx_bytes // 4, 4, "fp32, onnxruntime"),
         ComponentMemory("magic prompt LLM (Qwen2.5-1.5B)", llm_bytes // 2, 2, "bf16, from its file size"),
+        ComponentMemory("safety checker (CLIP ViT-L/14)", safety_bytes // 2, 2, "fp16, from its file size"),
     ]
     return rows
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -27,6 +28,7 @@ from model.magic_prompt import PromptRewriter, magic_prompt
 from model.pipeline import CharacterPipeline, GenerationSettings
 from model.reference import REFERENCE_INPUT, CharacterReference, read_reference
 from model.request import Request
+from model.safety import SafetyChecker, load_safety_checker, safety_checker_enabled
 from model.speeds import SPEEDS
 from model.styles import choose_style
 from model.timing import StageTimer
@@ -35,6 +37,8 @@ from model.weights import check_weights
 log = logging.getLogger(__name__)
 
 RecordMetric = Callable[[str, Any], None]
+# A log line every few denoising steps (and the last): webhook clients see progress, the logs stay short.
+STEP_LOG_EVERY = 5
 
 # The appearance adapter's scale on a head-and-shoulders crop beside FaceID (hair, outfit); 0 = off.
 APPEARANCE_WITH_FACE_ENV = "CHARACTER_APPEARANCE_WITH_FACE"
@@ -45,12 +49,15 @@ MAX_APPEARANCE_WITH_FACE = 1.0
 @dataclass(frozen=True)
 class ServiceOptions:
     appearance_scale_with_face: float = 0.0
+    # The NSFW check of each output (model/safety.py); on unless switched off.
+    safety_checker: bool = True
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str]) -> ServiceOptions:
+        safety = safety_checker_enabled(environ)
         raw = environ.get(APPEARANCE_WITH_FACE_ENV, "").strip()
         if not raw:
-            return cls()
+            return cls(safety_checker=safety)
         try:
             scale = float(raw)
         except ValueError:
@@ -60,7 +67,7 @@ class ServiceOptions:
                 f"{APPEARANCE_WITH_FACE_ENV}={raw!r}: set a number from 0 (off) to "
                 f"{MAX_APPEARANCE_WITH_FACE}, the appearance adapter's scale beside FaceID"
             )
-        return cls(appearance_scale_with_face=scale)
+        return cls(appearance_scale_with_face=scale, safety_checker=safety)
 
 
 def serving_device() -> tuple[torch.device, torch.dtype]:
@@ -77,9 +84,15 @@ class CharacterService:
     pipeline: CharacterPipeline
     rewriter: PromptRewriter
     options: ServiceOptions = field(default_factory=ServiceOptions)
+    # None when the safety checker is switched off (model/safety.py).
+    safety: SafetyChecker | None = None
 
     @classmethod
     def load(cls, weights_dir: str | Path, options: ServiceOptions | None = None) -> CharacterService:
+        """Every component, once. Options default to the environment's, so every entry point (the Cog
+        predictor, the demo, the benchmark, the evaluation) honours the same switches."""
+        # Read first: a bad value fails setup before minutes of loading.
+        options = options if options is not None else ServiceOptions.from_environment(os.environ)
         layout = WeightsLayout(Path(weights_dir))
         manifest = check_weights(layout)
         log.info("Loading %s weights from %s", manifest.profile, layout.root)
@@ -91,11 +104,14 @@ class CharacterService:
         timer.lap("load_pipeline")
         rewriter = PromptRewriter.load(layout, device=device)
         timer.lap("load_prompt_model")
+        safety = load_safety_checker(layout.safety_checker, options.safety_checker, device, dtype)
+        timer.lap("load_safety_checker")
         log.info("Setup seconds: %s", timer.summary())
-        options = options or ServiceOptions()
         if options.appearance_scale_with_face:
             log.info("Appearance adapter beside FaceID at %.2f", options.appearance_scale_with_face)
-        return cls(layout=layout, faces=faces, pipeline=pipeline, rewriter=rewriter, options=options)
+        return cls(
+            layout=layout, faces=faces, pipeline=pipeline, rewriter=rewriter, safety=safety, options=options
+        )
 
     def generate(self, request: Request, record_metric: RecordMetric | None = None) -> Path:
         record_metric = record_metric or (lambda key, value: None)
@@ -155,6 +171,8 @@ class CharacterService:
 
         def on_step(step: int, total: int) -> None:
             record_metric("denoising_step", step)
+            if step == total or step % STEP_LOG_EVERY == 0:
+                log.info("Step %d/%d", step, total)
             if step == total:
                 # The pipeline decodes the latents after its last step: split the call there.
                 timer.lap("denoise")
@@ -173,6 +191,9 @@ class CharacterService:
 
         self._score_identity(image, reference, record_metric)
         timer.lap("identity_score")
+        if self.safety is not None:
+            self.safety.check(image)
+            timer.lap("safety_check")
         output = Path(tempfile.mkdtemp(prefix="character-")) / "output.png"
         # zlib level 1: on a 1024x1024 photo about 5x faster than PIL's default 6 (0.07 s against 0.34 s
         # on one CPU core) for a file about 13% larger; PNG stays lossless either way.

@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from model.layout import WeightsLayout  # noqa: E402
 from model.tiny_profile.evaluation import write_evaluation_clip  # noqa: E402
 from model.tiny_profile.faces import write_face_models  # noqa: E402
+from model.tiny_profile.safety import write_safety_checker  # noqa: E402
 from model.tiny_profile.sdxl import write_sdxl_components  # noqa: E402
 from model.tiny_profile.turbo import write_turbo_lora  # noqa: E402
 from model.weights import Manifest, write_manifest  # noqa: E402
@@ -30,6 +31,7 @@ def build_tiny_profile(root: Path) -> Manifest:
     paths = write_sdxl_components(layout.root)
     paths += write_face_models(layout.face_analysis)
     paths += write_turbo_lora(layout.root)
+    paths += write_safety_checker(layout.root)
     evaluation = write_evaluation_clip(layout.root)
     return write_manifest(layout.root, profile="tiny", paths=paths + evaluation, evaluation_paths=evaluation)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import socket
@@ -96,21 +97,22 @@ class CogServer:
             time.sleep(0.1)
 
 
-@pytest.fixture(scope="session")
-def cog_server(tiny_weights, tmp_path_factory) -> CogServer:
-    """The real coglet server on the tiny profile, with the schema `cog build` would write."""
+@contextlib.contextmanager
+def running_cog_server(weights_dir: Path, log_path: Path, **env_overrides: str):
+    """Start the real coglet server with the schema `cog build` would write; yield it once setup has ended
+    (status READY or SETUP_FAILED: the caller checks which), and stop it afterwards."""
     subprocess.run([sys.executable, str(ROOT / "scripts" / "write_openapi_schema.py")], check=True, cwd=ROOT)
     port = free_port()
-    log_path = tmp_path_factory.mktemp("cog-server") / "server.log"
     bin_dir = str(Path(sys.executable).parent)
     env = {
         **os.environ,
         # coglet starts its worker as `python` from PATH.
         "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
         "PORT": str(port),
-        "WEIGHTS_DIR": str(tiny_weights),
+        "WEIGHTS_DIR": str(weights_dir),
         "COG_PREDICT_TYPE_STUB": "predict.py:Predictor",
         "OMP_NUM_THREADS": "2",
+        **env_overrides,
     }
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(
@@ -127,11 +129,8 @@ def cog_server(tiny_weights, tmp_path_factory) -> CogServer:
             if process.poll() is not None:
                 pytest.fail(f"Cog server exited during setup:\n{log_path.read_text()[-5000:]}")
             try:
-                health = server.health()
-                if health["status"] == "READY":
+                if server.health()["status"] in ("READY", "SETUP_FAILED"):
                     break
-                if health["status"] == "SETUP_FAILED":
-                    pytest.fail(f"Cog server setup failed:\n{health['setup'].get('logs', '')[-5000:]}")
             except requests.ConnectionError:
                 pass
             if time.monotonic() > deadline:
@@ -144,6 +143,17 @@ def cog_server(tiny_weights, tmp_path_factory) -> CogServer:
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+@pytest.fixture(scope="session")
+def cog_server(tiny_weights, tmp_path_factory) -> CogServer:
+    """The real coglet server on the tiny profile."""
+    log_path = tmp_path_factory.mktemp("cog-server") / "server.log"
+    with running_cog_server(tiny_weights, log_path) as server:
+        health = server.health()
+        if health["status"] != "READY":
+            pytest.fail(f"Cog server setup failed:\n{health['setup'].get('logs', '')[-5000:]}")
+        yield server
 
 
 def decode_image(data_uri: str) -> Image.Image:

@@ -92,7 +92,16 @@ def test_real_shape_lightning_lora_fills_the_published_file():
 def test_production_components_fit_a_24_gb_gpu_with_room_for_activations():
     rows = memory_budget()
     names = " ".join(row.name for row in rows)
-    for component in ("unet", "vae", "text_encoder_2", "image_encoder", "FaceID", "Lightning", "insightface"):
+    for component in (
+        "unet",
+        "vae",
+        "text_encoder_2",
+        "image_encoder",
+        "FaceID",
+        "Lightning",
+        "insightface",
+        "safety",
+    ):
         assert component in names
     fits, left = fits_gpu(rows)
     assert fits and left > 0

@@ -237,6 +237,7 @@ def test_production_manifest_is_complete_and_inside_the_layout(tmp_path):
         layout.turbo_lora,
         layout.prompt_model,
         layout.evaluation_clip,
+        layout.safety_checker,
     ]
     for entry in manifest.files:
         target = tmp_path / entry.path
@@ -262,6 +263,9 @@ def test_production_manifest_is_complete_and_inside_the_layout(tmp_path):
         layout.prompt_model / "config.json",
         layout.prompt_model / "model.safetensors",
         layout.prompt_model / "tokenizer.json",
+        layout.safety_checker / "config.json",
+        layout.safety_checker / "model.fp16.safetensors",
+        layout.safety_checker / "preprocessor_config.json",
     ]:
         assert required.relative_to(tmp_path).as_posix() in paths
 
