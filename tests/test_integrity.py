@@ -54,6 +54,10 @@ def test_no_pickle_without_weights_only_and_no_remote_code(path):
     assert not {"pickle", "dill", "joblib"} & imported_modules(path), path.name
 
 
+# The one module that opens a URL: the operator's WEIGHTS_URL, fetched once at setup, never a request's input.
+SETUP_FETCH = ROOT / "model" / "weights_url.py"
+
+
 @pytest.mark.parametrize("path", SERVED, ids=lambda p: str(p.relative_to(ROOT)))
 def test_served_code_runs_no_shell_and_fetches_no_urls(path):
     # User inputs arrive as files that Cog itself downloaded (data URIs or URLs): the predictor never opens
@@ -62,7 +66,17 @@ def test_served_code_runs_no_shell_and_fetches_no_urls(path):
     for name, call in calls(path):
         assert name not in {"os.system", "os.popen", "eval", "exec"}, f"{path.name}: {name}"
         assert keyword(call, "shell") in (None, False), f"{path.name}: {ast.unparse(call)}"
-        assert not name.startswith("urllib.request"), f"{path.name}: {name}"
+        if path != SETUP_FETCH:
+            assert not name.startswith("urllib.request"), f"{path.name}: {name}"
+
+
+def test_only_setup_reads_the_weights_url():
+    # weights_url's fetch is reached from setup() alone: nothing in the request path imports it.
+    importers = [path.name for path in SERVED if "fetch_weights_if_configured" in path.read_text()]
+    assert sorted(importers) == ["predict.py", "weights_url.py"]
+    tree = ast.parse((ROOT / "predict.py").read_text(encoding="utf-8"))
+    (setup,) = [node for node in ast.walk(tree) if isinstance(node, ast.FunctionDef) and node.name == "setup"]
+    assert "fetch_weights_if_configured" in ast.unparse(setup)
 
 
 def test_predictor_file_inputs_are_cog_paths():
@@ -116,3 +130,33 @@ def test_an_unexpected_failure_is_one_sentence_for_the_client_and_a_traceback_fo
     assert "\n" not in message and len(message) < MAX_ERROR_CHARS + 200
     assert "retry" in message
     assert "Traceback" in caplog.text and "second line" in caplog.text
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("damage", ["truncated", "altered"])
+def test_a_damaged_weights_file_fails_setup_with_the_file_and_the_fix(tiny_weights, tmp_path, damage):
+    """Through the real server: /health-check stays at SETUP_FAILED and its setup logs say why."""
+    import shutil
+
+    from model.layout import WeightsLayout
+    from tests.conftest import running_cog_server
+
+    folder = tmp_path / "weights"
+    shutil.copytree(tiny_weights, folder)
+    damaged = WeightsLayout(folder).appearance_adapter
+    data = bytearray(damaged.read_bytes())
+    if damage == "truncated":
+        data = data[: len(data) // 2]
+    else:  # same size, one byte flipped: only the digest can tell
+        data[len(data) // 2] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+    with running_cog_server(folder, tmp_path / "server.log") as server:
+        health = server.health()
+        # A prediction is refused while setup has failed.
+        response = server.predict(prompt="x", character_reference_image="data:image/png;base64,AA==")
+    assert health["status"] == "SETUP_FAILED"
+    logs = health["setup"]["logs"]
+    assert "ip_adapter/ip-adapter-plus_sdxl_vit-h.safetensors" in logs
+    assert ("(truncated or wrong file)" if damage == "truncated" else "corrupt (sha256 is") in logs
+    assert "scripts/make_tiny_weights.py" in logs
+    assert response.status_code >= 400
