@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -64,9 +66,11 @@ def free_port() -> int:
 
 
 class CogServer:
-    def __init__(self, url: str, log_path: Path):
+    def __init__(self, url: str, log_path: Path, pid: int):
         self.url = url
         self.log_path = log_path
+        # The pid of the `python -m cog.server.http` process; coglet runs the predictor in a child of it.
+        self.pid = pid
 
     def predict(self, timeout: float = 600, **inputs) -> requests.Response:
         """POST a prediction, retrying on 409 as clients must: one Cog container runs one at a time, and
@@ -95,20 +99,31 @@ class CogServer:
 
 
 @pytest.fixture(scope="session")
-def cog_server(tiny_weights, tmp_path_factory) -> CogServer:
-    """The real coglet server on the tiny profile, with the schema `cog build` would write."""
+def openapi_schema() -> Path:
+    """.cog/openapi_schema.json as `cog build` would write it: coglet validates inputs only when it exists."""
     subprocess.run([sys.executable, str(ROOT / "scripts" / "write_openapi_schema.py")], check=True, cwd=ROOT)
+    return ROOT / ".cog" / "openapi_schema.json"
+
+
+@contextlib.contextmanager
+def running_cog_server(
+    weights_dir: Path, log_path: Path, extra_env: Mapping[str, str] | None = None
+) -> Iterator[CogServer]:
+    """Start the real coglet server on `weights_dir`, wait until READY, stop it on exit.
+
+    `extra_env` adds to or overrides the server's environment (e.g. TMPDIR). The schema file must exist
+    (the `openapi_schema` fixture)."""
     port = free_port()
-    log_path = tmp_path_factory.mktemp("cog-server") / "server.log"
     bin_dir = str(Path(sys.executable).parent)
     env = {
         **os.environ,
         # coglet starts its worker as `python` from PATH.
         "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
         "PORT": str(port),
-        "WEIGHTS_DIR": str(tiny_weights),
+        "WEIGHTS_DIR": str(weights_dir),
         "COG_PREDICT_TYPE_STUB": "predict.py:Predictor",
         "OMP_NUM_THREADS": "2",
+        **(extra_env or {}),
     }
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(
@@ -118,7 +133,7 @@ def cog_server(tiny_weights, tmp_path_factory) -> CogServer:
             stdout=log_file,
             stderr=subprocess.STDOUT,
         )
-    server = CogServer(f"http://127.0.0.1:{port}", log_path)
+    server = CogServer(f"http://127.0.0.1:{port}", log_path, process.pid)
     try:
         deadline = time.monotonic() + 300
         while True:
@@ -142,6 +157,14 @@ def cog_server(tiny_weights, tmp_path_factory) -> CogServer:
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+@pytest.fixture(scope="session")
+def cog_server(tiny_weights, openapi_schema, tmp_path_factory) -> Iterator[CogServer]:
+    """The real coglet server on the tiny profile, with the schema `cog build` would write."""
+    log_path = tmp_path_factory.mktemp("cog-server") / "server.log"
+    with running_cog_server(tiny_weights, log_path) as server:
+        yield server
 
 
 def decode_image(data_uri: str) -> Image.Image:
