@@ -105,6 +105,9 @@ def test_fuzzed_predictions_never_give_a_server_error(cog_server, portrait):
         max_examples=FUZZ_EXAMPLES,
         deadline=None,
         database=None,
+        # The same 30 cases on every run: a random draw gave from 1 to 10 cases through the model, and a
+        # CI failure must be reproducible. Remove it locally to explore other cases.
+        derandomize=True,
         suppress_health_check=list(hypothesis.HealthCheck),
     )
     @hypothesis.given(
