@@ -62,6 +62,12 @@ def _unreadable(input_name: str, reason: str) -> InputError:
 def _open_upright(path: str | os.PathLike, input_name: str) -> Image.Image:
     """Open, check the size from the header, decode the first frame and apply EXIF orientation."""
     path = Path(path)
+    if not path.is_file():
+        # Cog turns http(s) URLs and data URIs into files; any other string (a bare name, ftp://...) reaches
+        # the predictor as a path that names no file. That is the user's input, not the server's files.
+        raise InputError(
+            f"{input_name} names no file ({str(path)!r}): send an http(s) URL or a data URI of an image"
+        )
     if path.stat().st_size == 0:
         raise _unreadable(input_name, "the file is empty")
     try:
@@ -70,7 +76,7 @@ def _open_upright(path: str | os.PathLike, input_name: str) -> Image.Image:
         raise _unreadable(input_name, "not an image format this server reads") from None
     except Image.DecompressionBombError:
         raise _too_large(input_name, None) from None
-    except (FileNotFoundError, PermissionError, IsADirectoryError):
+    except PermissionError:
         raise  # the server's file handling, not the user's image
     except (OSError, SyntaxError, ValueError) as error:
         # Pillow reports a recognised but broken header this way ("Truncated File Read", "broken PNG file").

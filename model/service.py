@@ -1,7 +1,8 @@
 """One request, end to end: reference -> face or appearance -> prompt -> pipeline -> composite -> scored PNG.
 
 CharacterService is what the Cog predictor holds: it loads every component once in `load()` and
-turns each Request into an image file. It keeps no state from one request to the next. ServiceOptions are
+turns each Request into an image file. It keeps nothing from one request to the next but the folder of the
+last output, which the next request removes. ServiceOptions are
 the server's settings that the contract has no input for, read once from the environment at setup.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -86,6 +88,10 @@ class CharacterService:
     options: ServiceOptions = field(default_factory=ServiceOptions)
     # None when the safety checker is switched off (model/safety.py).
     safety: SafetyChecker | None = None
+    # Cog reads the output file after run() returns, so a request's output can only be removed later: each
+    # request removes the previous one's folder (a container runs one prediction at a time), so the temporary
+    # folder holds at most one output however long the server runs.
+    _previous_output: Path | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def load(cls, weights_dir: str | Path, options: ServiceOptions | None = None) -> CharacterService:
@@ -114,6 +120,7 @@ class CharacterService:
         )
 
     def generate(self, request: Request, record_metric: RecordMetric | None = None) -> Path:
+        self._remove_previous_output()
         record_metric = record_metric or (lambda key, value: None)
         started = time.perf_counter()
         timer = StageTimer()
@@ -195,6 +202,7 @@ class CharacterService:
             self.safety.check(image)
             timer.lap("safety_check")
         output = Path(tempfile.mkdtemp(prefix="character-")) / "output.png"
+        self._previous_output = output.parent
         # zlib level 1: on a 1024x1024 photo about 5x faster than PIL's default 6 (0.07 s against 0.34 s
         # on one CPU core) for a file about 13% larger; PNG stays lossless either way.
         image.save(output, format="PNG", compress_level=1)
@@ -203,6 +211,11 @@ class CharacterService:
         log.info("Stage seconds: %s", timer.summary())
         log.info("Image generation took %.2f seconds", time.perf_counter() - started)
         return output
+
+    def _remove_previous_output(self) -> None:
+        if self._previous_output is not None:
+            shutil.rmtree(self._previous_output, ignore_errors=True)
+            self._previous_output = None
 
     def _score_identity(self, image, reference: CharacterReference, record_metric: RecordMetric) -> None:
         """Log how close the output's largest face is to the reference's (cosine of ArcFace embeddings);

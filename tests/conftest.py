@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -98,9 +99,10 @@ class CogServer:
 
 
 @contextlib.contextmanager
-def running_cog_server(weights_dir: Path, log_path: Path, **env_overrides: str):
+def running_cog_server(weights_dir: Path, log_path: Path, **env_overrides: str) -> Iterator[CogServer]:
     """Start the real coglet server with the schema `cog build` would write; yield it once setup has ended
-    (status READY or SETUP_FAILED: the caller checks which), and stop it afterwards."""
+    (status READY or SETUP_FAILED: the caller checks which), and stop it afterwards. `env_overrides` add to
+    or override the server's environment (e.g. TMPDIR, CHARACTER_SAFETY_CHECKER)."""
     subprocess.run([sys.executable, str(ROOT / "scripts" / "write_openapi_schema.py")], check=True, cwd=ROOT)
     port = free_port()
     bin_dir = str(Path(sys.executable).parent)
