@@ -5,6 +5,7 @@ tests/test_contract.py proves that these lists equal the contract and the packag
 """
 
 import os
+import tempfile
 from typing import Optional
 
 from cog import BaseRunner, Input, Path
@@ -109,5 +110,7 @@ class Predictor(BaseRunner):
                 aspect_ratio=aspect_ratio,
                 rendering_speed=rendering_speed,
                 magic_prompt_option=magic_prompt_option,
+                # Cog downloads URL and data-URI inputs into the temporary folder; no other file is read.
+                downloads=Path(tempfile.gettempdir()),
             )
             return Path(self.service.generate(request, record_metric=self.record_metric))

@@ -65,6 +65,21 @@ def output_size(resolution: str, aspect_ratio: str) -> Size:
         raise InputError(f"aspect_ratio {aspect_ratio!r} is not one of: {choices}") from None
 
 
+def check_downloaded(path: Path | None, input_name: str, downloads: Path) -> None:
+    """A file input must be a file Cog downloaded (from an http(s) URL or a data URI) into `downloads`.
+
+    Cog hands any other string on as a path, so without this rule a client could name a file of the
+    server ("/etc/...", another image on its disk) and have it read, or learn whether it exists.
+    """
+    if path is None:
+        return
+    if not Path(path).resolve().is_relative_to(downloads.resolve()):
+        raise InputError(
+            f"{input_name} names no file sent with the request ({str(path)!r}): send an http(s) URL or a "
+            "data URI of an image"
+        )
+
+
 def build_request(
     *,
     prompt: str,
@@ -77,8 +92,16 @@ def build_request(
     aspect_ratio: str,
     rendering_speed: str,
     magic_prompt_option: str,
+    downloads: Path | None = None,
 ) -> Request:
-    """Validate the inputs together and normalise them into a Request."""
+    """Validate the inputs together and normalise them into a Request.
+
+    With `downloads` (the folder Cog downloads inputs into), every file input must lie inside it.
+    """
+    if downloads is not None:
+        files = {"character_reference_image": character_reference_image, "image": image, "mask": mask}
+        for name, path in files.items():
+            check_downloaded(path, name, downloads)
     if not prompt.strip():
         raise InputError("prompt is empty: describe the image to generate")
     if mask is not None and image is None:

@@ -27,6 +27,7 @@ from model.images import load_image, load_mask
 from model.inpaint import InpaintPlan
 from model.layout import WeightsLayout
 from model.magic_prompt import PromptRewriter, magic_prompt
+from model.memory import release_freed_memory
 from model.pipeline import CharacterPipeline, GenerationSettings
 from model.reference import REFERENCE_INPUT, CharacterReference, read_reference
 from model.request import Request
@@ -121,6 +122,14 @@ class CharacterService:
 
     def generate(self, request: Request, record_metric: RecordMetric | None = None) -> Path:
         self._remove_previous_output()
+        try:
+            return self._generate(request, record_metric)
+        finally:
+            # After every request, failed ones included (model/memory.py): a few ms against a denoising
+            # loop of seconds.
+            release_freed_memory()
+
+    def _generate(self, request: Request, record_metric: RecordMetric | None) -> Path:
         record_metric = record_metric or (lambda key, value: None)
         started = time.perf_counter()
         timer = StageTimer()

@@ -138,6 +138,6 @@ def test_a_file_input_that_is_no_url_fails_naming_the_input(cog_server, portrait
     the predictor used to fail with a bare FileNotFoundError naming no input."""
     body = cog_server.predict(prompt="a portrait", character_reference_image=value).json()
     assert body["status"] == "failed"
-    assert "character_reference_image names no file" in body["error"], body["error"]
+    assert "character_reference_image names no file sent with the request" in body["error"], body["error"]
     assert "send an http(s) URL or a data URI" in body["error"]
     assert cog_server.settles_ready()

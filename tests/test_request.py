@@ -1,11 +1,12 @@
 """Request normalisation: each rule of the contract that needs no model, one case per row."""
 
 import logging
+from pathlib import Path
 
 import pytest
 
 from model.errors import InputError
-from model.request import SEED_MAX, build_request, output_size, resolve_seed
+from model.request import SEED_MAX, build_request, check_downloaded, output_size, resolve_seed
 from model.sizes import ASPECT_RATIO_SIZES, Size, working_size
 
 DEFAULTS = dict(
@@ -105,3 +106,16 @@ def test_working_size_keeps_ratio_near_one_megapixel(original, expected):
     size = working_size(original)
     assert size == expected
     assert size.width % 32 == 0 and size.height % 32 == 0
+
+
+def test_file_inputs_must_be_files_cog_downloaded(tmp_path):
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    inside = downloads / "tmpabc.png"
+    inside.write_bytes(b"x")
+    check_downloaded(inside, "image", downloads)
+    check_downloaded(None, "mask", downloads)
+    # A path of the server's own disk, and one that climbs out of the folder, are refused naming the input.
+    for outside in (Path("/etc/hostname"), downloads / ".." / "secret.png", Path("reference.png")):
+        with pytest.raises(InputError, match=r"^mask names no file sent with the request .*data URI"):
+            check_downloaded(outside, "mask", downloads)

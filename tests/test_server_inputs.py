@@ -178,6 +178,8 @@ def prompt(text: str, **more) -> Inputs:
 
 
 LARGE = (4000, 3000)
+# A real image on the server's disk, outside the folder Cog downloads inputs into.
+SERVER_IMAGE = ROOT / "evaluation" / "references" / "eileen_collins.jpg"
 CASES = [
     # --- Files that are not usable images, sent as character_reference_image
     Case("text file", reference(lambda p: uri(b"hello, I am not an image\n", "text/plain")),
@@ -194,6 +196,10 @@ CASES = [
          "fails: character_reference_image is larger than 40 megapixels"),
     Case("PNG declaring 8000x6000", reference(lambda p: uri(png_declaring(8000, 6000), "image/png")),
          "fails: character_reference_image is 8000x6000 pixels (48.0 megapixels), more than the 40"),
+    Case("path of an image on the server", reference(lambda p: str(SERVER_IMAGE)),
+         "fails: character_reference_image names no file sent with the request"),
+    Case("path that names no file", reference(lambda p: "reference.png"),
+         "fails: character_reference_image names no file sent with the request"),
     # --- Colour modes and containers of the reference (the face is found in each)
     Case("RGBA cut-out reference", reference(lambda p: data_uri(with_alpha(p))),
          "succeeds: transparency over white, face found", logs_contain("Adapters: FaceID 1.00")),
