@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import http.server
 import io
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -156,6 +159,19 @@ def cog_server(tiny_weights, tmp_path_factory) -> CogServer:
         if health["status"] != "READY":
             pytest.fail(f"Cog server setup failed:\n{health['setup'].get('logs', '')[-5000:]}")
         yield server
+
+
+@contextlib.contextmanager
+def serving_folder(folder: Path) -> Iterator[str]:
+    """Plain files of `folder` over http://127.0.0.1, as clients send URLs and buckets serve tarballs;
+    yields the base URL."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
 
 
 def decode_image(data_uri: str) -> Image.Image:

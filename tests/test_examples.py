@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import functools
-import http.server
 import os
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
 import requests
 from PIL import Image
 
-from tests.conftest import ROOT, data_uri, png_bytes
+from tests.conftest import ROOT, data_uri, png_bytes, serving_folder
 
 pytestmark = pytest.mark.server
 
@@ -39,11 +36,8 @@ def reference_file(portrait, tmp_path_factory):
 def reference_url(portrait, tmp_path_factory):
     folder = tmp_path_factory.mktemp("served")
     (folder / "reference.png").write_bytes(png_bytes(portrait))
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/reference.png"
-    server.shutdown()
+    with serving_folder(folder) as base_url:
+        yield f"{base_url}/reference.png"
 
 
 def test_curl_script_sends_a_local_file_and_saves_the_png(cog_server, reference_file, tmp_path):

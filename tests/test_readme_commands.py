@@ -4,22 +4,19 @@ CLI, a cluster, the model hub)."""
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import http.server
 import json
 import re
 import shlex
 import shutil
 import subprocess
 import tarfile
-import threading
 
 import jsonschema
 import pytest
 import yaml
 
-from tests.conftest import ROOT, png_bytes
+from tests.conftest import ROOT, png_bytes, serving_folder
 
 pytestmark = pytest.mark.server
 
@@ -98,11 +95,8 @@ def test_every_command_is_run_here_or_named_as_needing_what_ci_lacks():
 def reference_server(portrait, tmp_path_factory):
     folder = tmp_path_factory.mktemp("served")
     (folder / "me.png").write_bytes(png_bytes(portrait))
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/me.png"
-    server.shutdown()
+    with serving_folder(folder) as base_url:
+        yield f"{base_url}/me.png"
 
 
 def bash(command: str, cwd, **env) -> subprocess.CompletedProcess:

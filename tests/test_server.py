@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import functools
-import http.server
-import threading
-
 import numpy as np
 import pytest
 import requests
 from PIL import Image
 
-from tests.conftest import data_uri, decode_image, pixels, png_bytes
+from tests.conftest import data_uri, decode_image, pixels, png_bytes, serving_folder
 from tests.contract import contract_differences, load_contract
 from tests.test_reference import cartoon_robot
 
@@ -45,12 +41,8 @@ def test_default_request_with_data_uris(cog_server, portrait):
 def file_server(tmp_path_factory):
     """Plain files over http://127.0.0.1, as clients send URLs instead of data URIs."""
     folder = tmp_path_factory.mktemp("served")
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield folder, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    with serving_folder(folder) as base_url:
+        yield folder, base_url
 
 
 @pytest.mark.parametrize(

@@ -8,14 +8,11 @@ CHARACTER_SAFETY_CHECKER=off, proves the switch.
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import http.server
 import io
 import shutil
 import subprocess
 import tarfile
-import threading
 from pathlib import Path
 
 import pytest
@@ -27,7 +24,7 @@ from model.safety import FLAGGED_MESSAGE, SAFETY_CHECKER_ENV, SafetyChecker, saf
 from model.tiny_profile.safety import ALWAYS_FLAGS, write_safety_checker
 from model.weights import write_manifest
 from model.weights_url import WEIGHTS_SHA256_ENV, WEIGHTS_URL_ENV, fetch_weights_if_configured
-from tests.conftest import data_uri, decode_image, free_port, running_cog_server
+from tests.conftest import data_uri, decode_image, free_port, running_cog_server, serving_folder
 
 REQUEST = {
     "prompt": "a portrait on a beach",
@@ -41,11 +38,8 @@ REQUEST = {
 def served(tmp_path_factory):
     """A folder served over http://127.0.0.1, as a bucket serves a weights tarball."""
     folder = tmp_path_factory.mktemp("bucket")
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield folder, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    with serving_folder(folder) as base_url:
+        yield folder, base_url
 
 
 def make_tarball(weights: Path, tarball: Path) -> str:

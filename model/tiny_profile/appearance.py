@@ -16,6 +16,7 @@ from diffusers import UNet2DConditionModel
 from safetensors.torch import save_file
 
 from model.layout import WeightsLayout
+from model.tiny_profile.perceiver import perceiver_layer_shapes
 
 APPEARANCE_QUERIES = 16
 APPEARANCE_DEPTH = 4
@@ -52,20 +53,8 @@ def ip_adapter_plus_shapes(
         "image_proj.norm_out.bias": (output,),
     }
     for layer in range(APPEARANCE_DEPTH):
-        prefix = f"image_proj.layers.{layer}"
-        shapes |= {
-            f"{prefix}.0.norm1.weight": (width,),
-            f"{prefix}.0.norm1.bias": (width,),
-            f"{prefix}.0.norm2.weight": (width,),
-            f"{prefix}.0.norm2.bias": (width,),
-            f"{prefix}.0.to_q.weight": (width, width),
-            f"{prefix}.0.to_kv.weight": (2 * width, width),
-            f"{prefix}.0.to_out.weight": (width, width),
-            f"{prefix}.1.0.weight": (width,),  # the feed-forward's LayerNorm
-            f"{prefix}.1.0.bias": (width,),
-            f"{prefix}.1.1.weight": (APPEARANCE_FF_MULT * width, width),
-            f"{prefix}.1.3.weight": (width, APPEARANCE_FF_MULT * width),
-        }
+        # Heads of 64 channels as wide as the resampler: the attention's inner width is its width.
+        shapes |= perceiver_layer_shapes(f"image_proj.layers.{layer}", width, width, APPEARANCE_FF_MULT)
     for index, hidden in _cross_attention_indices(unet):
         shapes[f"ip_adapter.{index}.to_k_ip.weight"] = (hidden, output)
         shapes[f"ip_adapter.{index}.to_v_ip.weight"] = (hidden, output)

@@ -26,6 +26,7 @@ from transformers import (
 
 from model.layout import SDXL_VARIANT, WeightsLayout
 from model.tiny_profile.appearance import write_appearance_adapter
+from model.tiny_profile.perceiver import perceiver_layer_shapes
 
 SEED = 0
 
@@ -293,20 +294,9 @@ def faceid_plus_v2_shapes(
         "perceiver_resampler.norm_out.bias": (width,),
     }
     for layer in range(FACEID_DEPTH):
-        prefix = f"perceiver_resampler.layers.{layer}"
-        image_proj |= {
-            f"{prefix}.0.norm1.weight": (width,),
-            f"{prefix}.0.norm1.bias": (width,),
-            f"{prefix}.0.norm2.weight": (width,),
-            f"{prefix}.0.norm2.bias": (width,),
-            f"{prefix}.0.to_q.weight": (inner, width),
-            f"{prefix}.0.to_kv.weight": (2 * inner, width),
-            f"{prefix}.0.to_out.weight": (width, inner),
-            f"{prefix}.1.0.weight": (width,),  # the feed-forward's LayerNorm
-            f"{prefix}.1.0.bias": (width,),
-            f"{prefix}.1.1.weight": (FACEID_FF_MULT * width, width),
-            f"{prefix}.1.3.weight": (width, FACEID_FF_MULT * width),
-        }
+        image_proj |= perceiver_layer_shapes(
+            f"perceiver_resampler.layers.{layer}", width, inner, FACEID_FF_MULT
+        )
 
     ip_adapter: dict[str, tuple[int, ...]] = {}
     for index, (name, attention) in enumerate(_attention_modules(unet)):
