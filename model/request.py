@@ -69,11 +69,13 @@ def check_downloaded(path: Path | None, input_name: str, downloads: Path) -> Non
     """A file input must be a file Cog downloaded (from an http(s) URL or a data URI) into `downloads`.
 
     Cog hands any other string on as a path, so without this rule a client could name a file of the
-    server ("/etc/...", another image on its disk) and have it read, or learn whether it exists.
+    server ("/etc/...", another image on its disk) and have it read, or learn whether it exists. Cog
+    writes each download directly into its temporary folder (`tmpXXXXXXXX<name>`), so the file's folder
+    must be that folder itself: anything below it (a checkout or a cache under /tmp) is not a download.
     """
     if path is None:
         return
-    if not Path(path).resolve().is_relative_to(downloads.resolve()):
+    if Path(path).resolve().parent != downloads.resolve():
         raise InputError(
             f"{input_name} names no file sent with the request ({str(path)!r}): send an http(s) URL or a "
             "data URI of an image"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -51,8 +53,26 @@ def reference(portrait, tmp_path_factory):
     return path
 
 
+def downloaded(path):
+    """The file as Cog hands a downloaded input to the predictor: a copy directly in the temporary folder
+    (the predictor refuses any other path, model/request.py)."""
+    if path is None:
+        return None
+    with tempfile.NamedTemporaryFile(suffix=Path(path).name, delete=False) as copy:
+        copy.write(Path(path).read_bytes())
+    return Path(copy.name)
+
+
+def predict(predictor, reference, **inputs):
+    """Predictor.run with its file inputs handed over as Cog hands them."""
+    inputs = {**DEFAULT_INPUTS, **inputs}
+    for name in ("image", "mask"):
+        inputs[name] = downloaded(inputs[name])
+    return predictor.run(character_reference_image=downloaded(reference), **inputs)
+
+
 def run(predictor, reference, **inputs):
-    return Image.open(predictor.run(character_reference_image=reference, **{**DEFAULT_INPUTS, **inputs}))
+    return Image.open(predict(predictor, reference, **inputs))
 
 
 def test_text_to_image_logs_the_four_lines_and_the_identity_score(predictor, reference, capsys):
@@ -74,9 +94,9 @@ def test_same_seed_same_image_other_seed_other_image(predictor, reference):
 
 
 def test_each_output_gets_a_fresh_file_and_the_next_request_removes_it(predictor, reference):
-    first = predictor.run(character_reference_image=reference, **DEFAULT_INPUTS)
+    first = predict(predictor, reference)
     assert first.exists()
-    second = predictor.run(character_reference_image=reference, **DEFAULT_INPUTS)
+    second = predict(predictor, reference)
     # Cog has read the first output by the time the second request starts; keeping it would fill the disk.
     assert first != second and second.exists()
     assert not first.parent.exists()

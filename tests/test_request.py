@@ -116,6 +116,7 @@ def test_file_inputs_must_be_files_cog_downloaded(tmp_path):
     check_downloaded(inside, "image", downloads)
     check_downloaded(None, "mask", downloads)
     # A path of the server's own disk, and one that climbs out of the folder, are refused naming the input.
-    for outside in (Path("/etc/hostname"), downloads / ".." / "secret.png", Path("reference.png")):
+    nested = downloads / "checkout" / "evaluation" / "photo.jpg"
+    for outside in (Path("/etc/hostname"), downloads / ".." / "secret.png", Path("reference.png"), nested):
         with pytest.raises(InputError, match=r"^mask names no file sent with the request .*data URI"):
             check_downloaded(outside, "mask", downloads)
