@@ -45,9 +45,11 @@ def reference_photo() -> Path:
     from PIL import Image
     from skimage import data
 
-    path = Path(tempfile.mkdtemp(prefix="demo-reference-")) / "astronaut.png"
-    Image.fromarray(data.astronaut()).save(path)
-    return path
+    # Where Cog puts a downloaded input: directly in the temporary folder, the only place the predictor
+    # reads file inputs from (model/request.py).
+    with tempfile.NamedTemporaryFile(prefix="demo-", suffix="astronaut.png", delete=False) as file:
+        Image.fromarray(data.astronaut()).save(file, format="PNG")
+    return Path(file.name)
 
 
 def main() -> None:
