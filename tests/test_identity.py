@@ -21,6 +21,14 @@ from model.identity import FaceAnalyzer, Identity, NoUsableFace, cosine_similari
 from model.images import MAX_INPUT_PIXELS, load_image, load_mask
 from model.layout import FACE_DETECTOR_FILE, FACE_RECOGNIZER_FILE
 from model.tiny_profile.faces import write_face_models
+from tests.test_server_inputs import (
+    animated,
+    encoded,
+    exif_rotated,
+    palette_with_transparency,
+    sixteen_bit,
+    with_alpha,
+)
 
 REFERENCE = "character_reference_image"
 # The astronaut's five landmarks (eyes, nose tip, mouth corners), read off the 512 x 512 photo by eye.
@@ -328,3 +336,38 @@ def test_images_over_the_pixel_limit_are_refused_before_decoding(tmp_path):
     with pytest.raises(InputError, match=f"^{REFERENCE} is {width}x{height} pixels .*megapixels"):
         load_image(path, REFERENCE)
     assert time.perf_counter() - started < 0.5
+
+
+# Every mode and container of the bad-inputs table, for the inputs `image` and `mask` as well as the
+# reference: the same loader rules apply, so each file must load upright, at its size, in the right mode.
+ODD_FILES = {
+    "RGBA": lambda p: png_bytes_of(with_alpha(p)),
+    "LA": lambda p: png_bytes_of(with_alpha(p).convert("LA")),
+    "P with transparency": palette_with_transparency,
+    "CMYK JPEG": lambda p: encoded(p.convert("CMYK"), "JPEG"),
+    "16-bit PNG": sixteen_bit,
+    "greyscale": lambda p: png_bytes_of(p.convert("L")),
+    "animated GIF": lambda p: animated(p, "GIF"),
+    "animated WebP": lambda p: animated(p, "WEBP"),
+    "EXIF-rotated JPEG": exif_rotated,
+}
+
+
+def png_bytes_of(image: Image.Image) -> bytes:
+    return encoded(image, "PNG")
+
+
+@pytest.mark.parametrize("kind", list(ODD_FILES))
+@pytest.mark.parametrize(("loader", "mode"), [(load_image, "RGB"), (load_mask, "L")], ids=["image", "mask"])
+def test_odd_files_load_upright_at_their_size(astronaut, tmp_path, kind, loader, mode):
+    landscape = astronaut.resize((384, 288))  # not square, so a missed EXIF rotation shows in the size
+    path = tmp_path / "input"
+    path.write_bytes(ODD_FILES[kind](landscape))
+    loaded = loader(path, "image" if loader is load_image else "mask")
+    assert loaded.mode == mode and loaded.size == (384, 288)
+    # The content survives: close to the original's grey levels (JPEG, palettes and frames add a little).
+    grey = np.asarray(loaded.convert("L"), dtype=np.float64)
+    original = np.asarray(landscape.convert("L"), dtype=np.float64)
+    if kind in ("RGBA", "LA"):  # the transparent frame reads as white; compare the opaque middle
+        grey, original = grey[40:-40, 40:-40], original[40:-40, 40:-40]
+    assert np.corrcoef(grey.ravel(), original.ravel())[0, 1] > 0.9
