@@ -35,6 +35,7 @@ from model.weights import (
     download_command,
     load_manifest,
     production_manifest,
+    remove_stale_downloads,
     sha256_file,
     verify_file,
 )
@@ -126,13 +127,6 @@ def fetch(root: Path, entry: ManifestFile, token: str | None, say: Say = _say) -
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _remove_stale_downloads(root: Path, say: Say) -> None:
-    # A run killed hard (SIGKILL, power loss) cannot clean up after itself: the next run does.
-    for stale in root.glob(DOWNLOAD_DIR_PREFIX + "*"):
-        say(f"Removing the partial download {stale.name} of an interrupted run.")
-        shutil.rmtree(stale, ignore_errors=True)
-
-
 def _warn_if_short_of_space(root: Path, files: list[ManifestFile], say: Say) -> None:
     needed = sum(f.size or 0 for f in files)
     free = shutil.disk_usage(root).free
@@ -181,7 +175,7 @@ def run(
         say(f"Skipping {skipped} evaluation-only file(s); add --with-evaluation to fetch them.")
     if not check_only:
         root.mkdir(parents=True, exist_ok=True)
-        _remove_stale_downloads(root, say)
+        remove_stale_downloads(root, say)
     stamp = Stamp(root)
     total = len(wanted)
     todo: list[tuple[int, ManifestFile, Problem]] = []

@@ -100,10 +100,10 @@ def subject_region(image: Image.Image) -> Image.Image:
     that differ from it; on a busy one (a photo, a scene) it is the whole image. Square, because the
     image encoder's processor crops the centre square and would cut a tall character's head and feet.
     """
-    background = _plain_background(image)
-    if background is None:
-        return _pad_square(image, _border_median(image))
     small = np.asarray(_small(image), dtype=np.int16)
+    background = _plain_background(small)
+    if background is None:
+        return _pad_square(image, _border_median(small))
     subject = np.abs(small - np.asarray(background, dtype=np.int16)).max(axis=2) > SUBJECT_DIFFERENCE
     rows, columns = np.flatnonzero(subject.any(axis=1)), np.flatnonzero(subject.any(axis=0))
     if rows.size == 0:
@@ -133,7 +133,7 @@ def head_and_shoulders(image: Image.Image, face_box: tuple[float, float, float, 
         min(image.width, round(centre + half)),
         min(image.height, round(y2 + HEAD_AND_SHOULDERS["below"] * height)),
     )
-    return _pad_square(image.crop(box), _border_median(image))
+    return _pad_square(image.crop(box), _border_median(np.asarray(_small(image), dtype=np.int16)))
 
 
 def _small(image: Image.Image) -> Image.Image:
@@ -142,18 +142,18 @@ def _small(image: Image.Image) -> Image.Image:
     return small
 
 
-def _border(image: Image.Image) -> np.ndarray:
-    pixels = np.asarray(_small(image), dtype=np.int16)
-    return np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
+def _border(small: np.ndarray) -> np.ndarray:
+    """The outermost pixels of the analysis copy (an int16 RGB array), one row per pixel."""
+    return np.concatenate([small[0], small[-1], small[:, 0], small[:, -1]])
 
 
-def _border_median(image: Image.Image) -> tuple[int, int, int]:
-    return tuple(int(value) for value in np.median(_border(image), axis=0))
+def _border_median(small: np.ndarray) -> tuple[int, int, int]:
+    return tuple(int(value) for value in np.median(_border(small), axis=0))
 
 
-def _plain_background(image: Image.Image) -> tuple[int, int, int] | None:
+def _plain_background(small: np.ndarray) -> tuple[int, int, int] | None:
     """The background colour when the border is (mostly) one colour, else None."""
-    border = _border(image)
+    border = _border(small)
     median = np.median(border, axis=0)
     close = np.abs(border - median).max(axis=1) <= SUBJECT_DIFFERENCE
     if close.mean() < PLAIN_BORDER_SHARE:

@@ -13,7 +13,8 @@ import json
 import logging
 import os
 import re
-from collections.abc import Iterable, Sequence
+import shutil
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path, PurePosixPath
@@ -36,6 +37,14 @@ DOWNLOAD_DIR_PREFIX = ".download-"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _REVISION = re.compile(r"^[0-9a-f]{40}$")
 _HASH_CHUNK = 8 * 1024 * 1024
+
+
+def remove_stale_downloads(root: Path, say: Callable[[str], None]) -> None:
+    """Remove the temporary folders of downloads that were killed hard (SIGKILL, power loss) and so could
+    not clean up after themselves: the next run does."""
+    for stale in root.glob(DOWNLOAD_DIR_PREFIX + "*"):
+        say(f"Removing the partial download {stale.name} of an interrupted run.")
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 def download_command(root: Path) -> str:

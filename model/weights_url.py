@@ -26,7 +26,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from model.errors import WeightsError
 from model.layout import WeightsLayout
-from model.weights import DOWNLOAD_DIR_PREFIX, MANIFEST_NAME, check_weights
+from model.weights import DOWNLOAD_DIR_PREFIX, MANIFEST_NAME, check_weights, remove_stale_downloads
 
 log = logging.getLogger(__name__)
 
@@ -148,8 +148,7 @@ def fetch_weights_if_configured(weights_dir: str | Path, environ: Mapping[str, s
     # Inside the folder, not beside it: /src/weights may be a mount point, which cannot be renamed, and a
     # same-disk move is a rename. A run killed hard leaves its temporary folder: the next one removes it.
     root.mkdir(parents=True, exist_ok=True)
-    for stale in root.glob(DOWNLOAD_DIR_PREFIX + "*"):
-        shutil.rmtree(stale, ignore_errors=True)
+    remove_stale_downloads(root, log.info)
     work = Path(tempfile.mkdtemp(prefix=DOWNLOAD_DIR_PREFIX, dir=root))
     started = time.perf_counter()
     try:
