@@ -1,7 +1,12 @@
-# The two commands a newcomer needs are `make demo` and `make test`; each sets up .venv on first use.
+# The two commands a newcomer needs are `make demo` and `make test`; each sets up .venv on first use
+# (`make test` also .venv-ui and Debian's chromium for the browser page's tests).
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
+# The browser page's own environment: Gradio needs another Pillow than the server (requirements-ui.txt).
+UI_VENV := .venv-ui
+UI_BIN := $(UI_VENV)/bin
+SERVER ?= http://localhost:5000
 PORT ?= 5000
 WEIGHTS_DIR ?= weights
 TINY_WEIGHTS_DIR ?= .cache/tiny-weights
@@ -10,7 +15,7 @@ export OMP_NUM_THREADS ?= 2
 # coglet starts its worker as `python` from PATH: the venv's must come first.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install schema tiny-weights serve demo evaluate test lint format clean
+.PHONY: install ui-venv browser schema tiny-weights serve ui demo evaluate test lint format clean
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +30,18 @@ $(BIN)/.installed: requirements.txt requirements-dev.txt
 
 install: $(BIN)/.installed
 
+$(UI_BIN)/.installed: requirements-ui.txt
+	$(PYTHON) -m venv $(UI_VENV)
+	$(UI_BIN)/pip install --quiet --upgrade pip
+	$(UI_BIN)/pip install --quiet -r requirements-ui.txt
+	touch $@
+
+ui-venv: $(UI_BIN)/.installed
+
+# Headless Chromium for the page's browser tests, from Debian (Playwright cannot download its own here).
+browser:
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
 schema: install
 	$(BIN)/python scripts/write_openapi_schema.py
 
@@ -35,6 +52,10 @@ serve: schema
 	WEIGHTS_DIR=$(WEIGHTS_DIR) COG_PREDICT_TYPE_STUB=predict.py:Predictor PORT=$(PORT) \
 		$(BIN)/python -m cog.server.http --host 0.0.0.0
 
+# The browser page for the server at $(SERVER) (make serve, a container, the Kubernetes Service).
+ui: ui-venv
+	SERVER=$(SERVER) $(UI_BIN)/python -m ui
+
 demo: install
 	$(BIN)/python scripts/demo.py --weights-dir $(WEIGHTS_DIR) --tiny-weights-dir $(TINY_WEIGHTS_DIR) --out outputs/demo.png
 
@@ -42,7 +63,7 @@ demo: install
 evaluate: install
 	$(BIN)/python scripts/evaluate.py --weights-dir $(WEIGHTS_DIR)
 
-test: lint schema
+test: lint schema ui-venv browser
 	$(BIN)/python -m pytest
 
 lint: install
@@ -54,4 +75,4 @@ format: install
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) .cache .cog outputs .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(UI_VENV) .cache .cog outputs .pytest_cache .ruff_cache

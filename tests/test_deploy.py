@@ -172,7 +172,9 @@ def dockerignore_patterns() -> list[str]:
     "path",
     ["weights/sdxl/unet/diffusion_pytorch_model.fp16.safetensors", "weights/manifest.json",
      ".cache/tiny-weights/x", ".venv/bin/python", "outputs/demo.png", ".git/HEAD",
-     "model/__pycache__/service.cpython-311.pyc", "weights.tar"],
+     "model/__pycache__/service.cpython-311.pyc", "weights.tar",
+     # The browser page and its environment are optional and run beside the server (make ui).
+     ".venv-ui/bin/python", "ui/app.py", "requirements-ui.txt"],
 )  # fmt: skip
 def test_dockerignore_keeps_weights_and_caches_out(path):
     assert docker_ignored(path, dockerignore_patterns())

@@ -1,0 +1,222 @@
+"""The browser page (`make ui`, ui/) in a real headless Chromium, driven by Playwright, against the live Cog
+server on the tiny profile. A recording proxy between the page and the server keeps every request the page
+sends, so the tests check the mask that was really sent, not the page's word for it.
+
+The page runs in its own virtual environment (.venv-ui, requirements-ui.txt) as `make ui` runs it; the
+browser is Debian's chromium package (`make test` installs both when missing). Screenshots are written to
+outputs/ui-screenshots/.
+"""
+
+from __future__ import annotations
+
+import http.server
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from PIL import Image
+from playwright.sync_api import expect
+
+from tests.conftest import ROOT, data_uri, free_port
+
+pytestmark = pytest.mark.server
+
+UI_PYTHON = ROOT / ".venv-ui" / "bin" / "python"
+SCREENSHOTS = ROOT / "outputs" / "ui-screenshots"
+FAST = {"rendering_speed": "Turbo", "magic_prompt_option": "Off"}
+
+
+class RecordingProxy:
+    """Forwards every request to `target` and keeps the JSON bodies of the POSTs to /predictions."""
+
+    def __init__(self, target: str):
+        self.sent: list[dict] = []
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def forward(self, method: str):
+                body = (
+                    self.rfile.read(int(self.headers.get("Content-Length", 0))) if method == "POST" else None
+                )
+                if method == "POST" and self.path == "/predictions":
+                    proxy.sent.append(json.loads(body))
+                headers = {k: v for k, v in self.headers.items() if k.lower() in ("content-type", "prefer")}
+                response = requests.request(
+                    method, target + self.path, data=body, headers=headers, timeout=600
+                )
+                self.send_response(response.status_code)
+                self.send_header("Content-Type", response.headers.get("Content-Type", "application/json"))
+                self.send_header("Content-Length", str(len(response.content)))
+                self.end_headers()
+                self.wfile.write(response.content)
+
+            def do_GET(self):
+                self.forward("GET")
+
+            def do_POST(self):
+                self.forward("POST")
+
+            def log_message(self, *args):
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def close(self):
+        self._server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def proxy(cog_server):
+    recording = RecordingProxy(cog_server.url)
+    yield recording
+    recording.close()
+
+
+@pytest.fixture(scope="module")
+def ui_url(proxy, tmp_path_factory):
+    """The page, started as `make ui` starts it, talking to the server through the proxy."""
+    assert UI_PYTHON.exists(), (
+        "the page's environment is missing: `make ui-venv` (make test does it) creates it"
+    )
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("ui") / "ui.log"
+    env = {**os.environ, "SERVER": proxy.url, "UI_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False"}
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [str(UI_PYTHON), "-m", "ui"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"the page exited:\n{log_path.read_text()[-3000:]}")
+            try:
+                if requests.get(url, timeout=5).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"the page did not answer in 120 s:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    executable = shutil.which("chromium")
+    assert executable, "Debian's chromium package is missing: `apt-get install chromium` (make test does it)"
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser, ui_url, request):
+    page = browser.new_page(viewport={"width": 1400, "height": 1700})
+    page.goto(ui_url)
+    page.wait_for_selector("#generate")
+    # Every text the status line shows, however briefly, so that a test can look back at the progress.
+    page.evaluate(
+        """() => {
+            window.statuses = [];
+            const node = document.querySelector('#status');
+            new MutationObserver(() => window.statuses.push(node.innerText)).observe(
+                node, {subtree: true, childList: true, characterData: true});
+        }"""
+    )
+    yield page
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{request.node.name}.png"), full_page=True)
+    page.close()
+
+
+def fill_in(page, reference: Path, prompt: str, **choices: str) -> None:
+    page.locator("#input-character_reference_image input[type=file]").set_input_files(str(reference))
+    page.locator("#input-prompt textarea").fill(prompt)
+    for name, value in choices.items():
+        page.locator(f"#input-{name}").get_by_label(value, exact=True).check()
+
+
+def generate(page, timeout_s: float = 180) -> str:
+    """Click Generate and wait for the status to settle; returns the final status text."""
+    page.locator("#generate").click()
+    page.wait_for_function(
+        "() => /^(Done\\.|Failed:)/.test(document.querySelector('#status').innerText.trim())",
+        timeout=timeout_s * 1000,
+    )
+    return page.locator("#status").inner_text().strip()
+
+
+@pytest.fixture(scope="module")
+def reference_file(portrait, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("ui-files") / "reference.png"
+    portrait.save(path)
+    return path
+
+
+def test_generate_shows_progress_the_image_and_the_lines_to_reproduce_it(
+    page, proxy, cog_server, reference_file, portrait
+):
+    """Upload, generate while the server is busy with another request (409, retried), see the progress, the
+    image, `Prompt used`; then reuse the seed and send the used prompt back with magic prompt Off."""
+    fill_in(page, reference_file, "a knight in a forest", **FAST)
+    # Keep the server busy so that the page's first POST gets 409.
+    busy = threading.Thread(
+        target=cog_server.predict,
+        kwargs={"prompt": "busy", "character_reference_image": data_uri(portrait), **FAST},
+    )
+    busy.start()
+    time.sleep(0.5)
+    final = generate(page)
+    busy.join()
+    assert final == "Done.", final
+
+    statuses = page.evaluate("window.statuses")
+    assert any("busy" in text for text in statuses), statuses
+    assert any(re.fullmatch(r"Step \d+/8", text.strip()) for text in statuses), statuses
+    report = page.locator("#report").inner_text()
+    assert "Prompt used: a knight in a forest" in report, report
+    seed = int(re.search(r"Seed: (\d+)", report).group(1))
+    assert re.search(r"Adapters: FaceID \d\.\d\d", report) and "Identity similarity:" in report, report
+    assert page.locator("#output img").count() == 1
+    assert page.locator("#gallery img").count() >= 1
+    # The request the page sent holds what was chosen.
+    sent = proxy.sent[-1]["input"]
+    assert sent["prompt"] == "a knight in a forest" and sent["rendering_speed"] == "Turbo", sent
+    assert "seed" not in sent  # empty seed: random, as the contract says
+    shown = Image.open(io.BytesIO(page.request.get(page.locator("#output img").get_attribute("src")).body()))
+    assert shown.size == (1024, 1024), shown.size  # 1:1 at one megapixel
+
+    page.locator("#reuse-seed").click()
+    expect(page.locator("#input-seed textarea")).to_have_value(str(seed))
+    page.locator("#send-prompt-back").click()
+    expect(page.locator("#input-magic_prompt_option").get_by_label("Off", exact=True)).to_be_checked()
+    expect(page.locator("#input-prompt textarea")).to_have_value("a knight in a forest")
+    style = re.search(r"Style: (\w+) \(", report).group(1)
+    expect(page.locator("#input-style_type").get_by_label(style, exact=True)).to_be_checked()
+
+
+def test_blank_reference_shows_the_servers_sentence(page, reference_file, tmp_path):
+    blank = tmp_path / "blank.png"
+    Image.new("RGB", (256, 256), "white").save(blank)
+    fill_in(page, blank, "a knight", **FAST)
+    final = generate(page)
+    assert final.startswith("Failed:"), final
+    assert "character_reference_image is blank (one colour, or almost)" in final, final
