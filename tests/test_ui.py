@@ -20,12 +20,13 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import requests
 from PIL import Image
 from playwright.sync_api import expect
 
-from tests.conftest import ROOT, data_uri, free_port
+from tests.conftest import ROOT, data_uri, decode_image, free_port, pixels
 
 pytestmark = pytest.mark.server
 
@@ -211,6 +212,79 @@ def test_generate_shows_progress_the_image_and_the_lines_to_reproduce_it(
     expect(page.locator("#input-prompt textarea")).to_have_value("a knight in a forest")
     style = re.search(r"Style: (\w+) \(", report).group(1)
     expect(page.locator("#input-style_type").get_by_label(style, exact=True)).to_be_checked()
+
+
+# The rectangle the inpainting test paints, in the scene's pixel coordinates: (left, top, right, bottom).
+PAINTED = (100, 80, 220, 160)
+
+
+def paint_rectangle(page, scene: Image.Image) -> None:
+    """Upload `scene` into the editor and fill PAINTED with brush strokes: rows 4 image pixels apart, each
+    from the left edge to the right, mapped to the screen by the editor's zoom (the image sits centred on
+    its canvas at that zoom)."""
+    editor = page.locator("#input-image")
+    zoom_label = editor.get_by_text(re.compile(r"^\d+%$"))
+    before = zoom_label.inner_text()
+    path = SCREENSHOTS.parent / "ui-scene.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scene.save(path)
+    editor.locator("input[type=file]").set_input_files(str(path))
+    expect(zoom_label).not_to_have_text(before)  # the editor has fitted the image
+    page.wait_for_timeout(500)
+    scale = int(zoom_label.inner_text().rstrip("%")) / 100
+    box = editor.locator("canvas").first.bounding_box()
+    x0 = box["x"] + box["width"] / 2 - scene.width * scale / 2
+    y0 = box["y"] + box["height"] / 2 - scene.height * scale / 2
+    left, top, right, bottom = PAINTED
+    editor.get_by_role("button", name="Brush", exact=True).click()
+    page.mouse.move(x0 + left * scale, y0 + top * scale)
+    page.mouse.down()
+    for y in range(top, bottom + 1, 4):
+        page.mouse.move(x0 + left * scale, y0 + y * scale, steps=2)
+        page.mouse.move(x0 + right * scale, y0 + y * scale, steps=10)
+    page.mouse.up()
+
+
+def test_painted_rectangle_becomes_the_mask_sent_and_the_rest_is_kept(page, proxy, reference_file, portrait):
+    """Paint a rectangle on an image and inpaint: the mask the page sent (read from the request itself) is
+    the image's size, black exactly under the strokes (the rectangle widened by the brush's radius) and
+    white elsewhere; the page shows that mask; the output keeps every white pixel of the image."""
+    scene = portrait.resize((320, 240), Image.Resampling.LANCZOS)
+    fill_in(page, reference_file, "a knight", **FAST)
+    paint_rectangle(page, scene)
+    final = generate(page)
+    assert final == "Done.", final
+
+    sent = proxy.sent[-1]["input"]
+    image, mask = decode_image(sent["image"]), decode_image(sent["mask"])
+    assert (pixels(image) == pixels(scene)).all()  # the editor sent the image untouched
+    assert mask.mode == "L" and mask.size == scene.size, (mask.mode, mask.size)
+    values = np.asarray(mask)
+    assert set(np.unique(values)) == {0, 255}, np.unique(values)
+    # The brush's radius, from how far the black reaches past the rectangle on each side.
+    left, top, right, bottom = PAINTED
+    ys, xs = np.nonzero(values == 0)
+    reach = [left - xs.min(), top - ys.min(), xs.max() - right, ys.max() - bottom]
+    assert max(reach) - min(reach) <= 3, reach
+    radius = float(np.median(reach))
+    # Distance of each pixel from the rectangle: black within the radius, white beyond, up to the
+    # anti-aliased rim (2 px) and the screen-to-image rounding.
+    grid_y, grid_x = np.mgrid[0 : scene.height, 0 : scene.width]
+    dx = np.maximum(np.maximum(left - grid_x, grid_x - right), 0)
+    dy = np.maximum(np.maximum(top - grid_y, grid_y - bottom), 0)
+    distance = np.hypot(dx, dy)
+    assert (values[distance <= radius - 2.5] == 0).all()
+    assert (values[distance >= radius + 2.5] == 255).all()
+
+    shown = page.locator("#mask-preview img").get_attribute("src")
+    assert (np.asarray(Image.open(io.BytesIO(page.request.get(shown).body())).convert("L")) == values).all()
+
+    src = page.locator("#output img").get_attribute("src")
+    output = Image.open(io.BytesIO(page.request.get(src).body()))
+    assert output.size == scene.size
+    keep = values == 255
+    assert (pixels(output)[keep] == pixels(scene)[keep]).all()
+    assert (pixels(output)[~keep] != pixels(scene)[~keep]).any()
 
 
 def test_blank_reference_shows_the_servers_sentence(page, reference_file, tmp_path):

@@ -173,6 +173,8 @@ def build(server: Server) -> gr.Blocks:
                     label="Outputs since this page was opened",
                     elem_id="gallery",
                     columns=4,
+                    height=280,
+                    preview=False,
                     format="png",
                     buttons=["download"],
                     type="filepath",
