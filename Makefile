@@ -59,7 +59,7 @@ ui: ui-venv
 demo: install
 	$(BIN)/python scripts/demo.py --weights-dir $(WEIGHTS_DIR) --tiny-weights-dir $(TINY_WEIGHTS_DIR) --out outputs/demo.png
 
-# Identity fidelity and CLIP-T of the full set on $(WEIGHTS_DIR) (see README); writes outputs/evaluation/.
+# Identity fidelity and CLIP-T of the full set on $(WEIGHTS_DIR) (docs/EVALUATION.md); writes outputs/evaluation/.
 evaluate: install
 	$(BIN)/python scripts/evaluate.py --weights-dir $(WEIGHTS_DIR)
 

@@ -1,6 +1,6 @@
-"""Every command in the README's Docker, Replicate, Kubernetes and Clients sections is either run here, as
-written (pointed at the test server and test files), or named as needing what CI lacks (Docker, the Cog
-CLI, a cluster, the model hub)."""
+"""Every command in the deployment page's Docker, Replicate, Kubernetes and Clients sections
+(docs/DEPLOYMENT.md, linked from the README) is either run here, as written (pointed at the test server and
+test files), or named as needing what CI lacks (Docker, the Cog CLI, a cluster, the model hub)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from tests.conftest import ROOT, png_bytes, serving_folder
 
 pytestmark = pytest.mark.server
 
-README = (ROOT / "README.md").read_text(encoding="utf-8")
+DEPLOYMENT = (ROOT / "docs" / "DEPLOYMENT.md").read_text(encoding="utf-8")
 SECTIONS = ("Docker (GPU)", "Replicate", "Kubernetes", "Clients")
 NOT_RUNNABLE_HERE = {
     "cog build": "needs the Cog CLI and a Docker engine",
@@ -35,9 +35,9 @@ REFERENCE_URL = "https://replicate.delivery/pbxt/NUKxQppU8C2sCfleK0lGVI0vt9P3swK
 
 
 def section(title: str) -> str:
-    start = README.index(f"\n## {title}\n")
-    end = README.find("\n## ", start + 1)
-    return README[start : end if end != -1 else None]
+    start = DEPLOYMENT.index(f"\n## {title}\n")
+    end = DEPLOYMENT.find("\n## ", start + 1)
+    return DEPLOYMENT[start : end if end != -1 else None]
 
 
 def blocks(title: str, language: str) -> list[str]:
@@ -86,7 +86,7 @@ def test_every_command_is_run_here_or_named_as_needing_what_ci_lacks():
     # kubectl applies every manifest in deploy/kubernetes, and only files that exist.
     applied = {m for c in ALL_COMMANDS if c.startswith("kubectl apply") for m in re.findall(r"-f (\S+)", c)}
     assert applied == {str(p.relative_to(ROOT)) for p in (ROOT / "deploy" / "kubernetes").glob("*.yaml")}
-    # Each prefix that claims a test matches a command that is still in the README.
+    # Each prefix that claims a test matches a command that is still on the page.
     for prefix in RUN_HERE:
         assert any(command.startswith(prefix) for command in ALL_COMMANDS), prefix
 

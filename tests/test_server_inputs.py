@@ -1,8 +1,8 @@
 """Bad and odd inputs through the real Cog server on the tiny profile: each case and its documented outcome.
 
-The cases are one table; README.md's "Bad and odd inputs" table lists the same case names with the same
-outcomes, and test_readme_table_matches_the_cases keeps the two equal. Every failure must name the input
-in one sentence (no traceback) and leave the server READY.
+The cases are one table; the "Bad and odd inputs" table of docs/RELIABILITY.md lists the same case names
+with the same outcomes, and test_readme_table_matches_the_cases keeps the two equal. Every failure must name
+the input in one sentence (no traceback) and leave the server READY.
 """
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ Inputs = Callable[[Image.Image], dict]
 class Case:
     name: str
     inputs: Inputs
-    # The README's outcome text: "fails: <start of the error>" or "succeeds: <what is checked>".
+    # The outcome text of docs/RELIABILITY.md: "fails: <start of the error>" or "succeeds: <what is checked>".
     outcome: str
     check: Callable[[dict, Image.Image], None] | None = None
     extra: dict = field(default_factory=dict)
@@ -299,7 +299,7 @@ def test_bad_and_odd_inputs(cog_server, portrait, case):
 
 
 def readme_table() -> dict[str, str]:
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    text = (ROOT / "docs" / "RELIABILITY.md").read_text(encoding="utf-8")
     section = text.split("<!-- bad-inputs:start -->")[1].split("<!-- bad-inputs:end -->")[0]
     rows = {}
     for line in section.splitlines():

@@ -256,7 +256,8 @@ def test_soak_memory_temporary_files_and_no_leak_between_requests(soak_server, p
     outputs = [name for name in files_at_end if name.startswith("character-")]
     assert len(outputs) <= 1, outputs
     # Cog's: coglet removes its input files after each prediction, except when a download fails: then the
-    # empty file of the failed download stays (one per such request here; a coglet 0.23.1 bug, see README).
+    # empty file of the failed download stays (one per such request here; a coglet 0.23.1 bug, see
+    # docs/RELIABILITY.md).
     # Nothing else may accumulate.
     new_files = sorted(set(files_at_end) - set(files_at_warm_up) - set(outputs))
     print(
