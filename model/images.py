@@ -210,6 +210,14 @@ def keep_colour_profile(source: Image.Image, rgb: Image.Image, input_name: str) 
         return rgb
 
 
+def profile_name(image: Image.Image) -> str:
+    """The description of an image's ICC profile ("Display P3", "Adobe RGB (1998)"), for the log."""
+    icc = image.info.get("icc_profile")
+    if not icc:
+        return "none"
+    return ImageCms.getProfileDescription(ImageCms.ImageCmsProfile(io.BytesIO(icc))).strip() or "unnamed"
+
+
 def to_srgb(image: Image.Image) -> Image.Image:
     """An RGB image in sRGB, converted from its info["icc_profile"] if it has one (the input otherwise)."""
     icc = image.info.get("icc_profile")

@@ -24,7 +24,7 @@ from PIL import Image
 
 from model.errors import ConfigurationError
 from model.identity import FaceAnalyzer
-from model.images import load_image, load_mask, to_srgb
+from model.images import load_image, load_mask, profile_name, to_srgb
 from model.inpaint import InpaintPlan
 from model.layout import WeightsLayout
 from model.magic_prompt import PromptRewriter, magic_prompt
@@ -221,7 +221,10 @@ class CharacterService:
     def _read_inputs(request: Request) -> tuple[Image.Image, InpaintPlan | None]:
         """Load and check every file input, without any model: the reference (in sRGB, the models'
         colour space; refused when blank), and for inpainting the image and the mask (model/masks.py)."""
-        reference_image = to_srgb(load_image(request.reference_image, REFERENCE_INPUT))
+        loaded = load_image(request.reference_image, REFERENCE_INPUT)
+        reference_image = to_srgb(loaded)
+        if reference_image is not loaded:
+            log.info("%s: converted from its ICC profile (%s) to sRGB", REFERENCE_INPUT, profile_name(loaded))
         check_not_blank(reference_image, REFERENCE_INPUT)
         if request.inpaint is None:
             return reference_image, None
@@ -236,7 +239,9 @@ class CharacterService:
             image.height,
             plan.working_size,
             plan.density,
-            ", converted from its ICC profile to sRGB and back" if plan.icc_profile else "",
+            f", converted from its ICC profile ({profile_name(image)}) to sRGB and back"
+            if plan.icc_profile
+            else "",
         )
         return reference_image, plan
 
