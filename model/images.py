@@ -204,7 +204,11 @@ def keep_colour_profile(source: Image.Image, rgb: Image.Image, input_name: str) 
         mode = {"CMYK": "CMYK", "GRAY": "L"}.get(space)
         if mode is None or source.mode != mode:
             raise ImageCms.PyCMSError(f"a {space} profile on a {source.mode} image")
-        return ImageCms.profileToProfile(source, profile, SRGB, renderingIntent=_INTENT, outputMode="RGB")
+        converted = ImageCms.profileToProfile(
+            source, profile, SRGB, renderingIntent=_INTENT, outputMode="RGB"
+        )
+        converted.info.pop("icc_profile", None)  # ImageCms attaches sRGB's; no profile means sRGB here
+        return converted
     except (ImageCms.PyCMSError, OSError, ValueError) as error:
         log.warning("%s: its ICC profile cannot be used (%s); reading its colours as sRGB", input_name, error)
         return rgb

@@ -49,13 +49,25 @@ def matrix_trc_profile(description: str, colorants: dict, gamma: float) -> bytes
     """An ICC v2 RGB display profile from three colorants (D50 XYZ) and one gamma for all channels."""
     curve = _gamma_curve(gamma)
     tags = [
-        (b"desc", _description(description)),
-        (b"cprt", _text("No copyright, test data")),
-        (b"wtpt", _xyz(D50)),
         *[(name, _xyz(values)) for name, values in colorants.items()],
         (b"rTRC", curve),
         (b"gTRC", curve),
         (b"bTRC", curve),
+    ]
+    return _profile(b"RGB ", description, tags)
+
+
+def gray_profile(description: str, gamma: float) -> bytes:
+    """An ICC v2 greyscale display profile: one tone curve (kTRC)."""
+    return _profile(b"GRAY", description, [(b"kTRC", _gamma_curve(gamma))])
+
+
+def _profile(colour_space: bytes, description: str, specific_tags: list) -> bytes:
+    tags = [
+        (b"desc", _description(description)),
+        (b"cprt", _text("No copyright, test data")),
+        (b"wtpt", _xyz(D50)),
+        *specific_tags,
     ]
     table_size = 4 + 12 * len(tags)
     offset = 128 + table_size
@@ -70,7 +82,9 @@ def matrix_trc_profile(description: str, colorants: dict, gamma: float) -> bytes
         struct.pack(">I", size)
         + b"\0" * 4  # preferred CMM
         + bytes([2, 0x10, 0, 0])  # version 2.1
-        + b"mntrRGB XYZ "
+        + b"mntr"
+        + colour_space
+        + b"XYZ "
         + struct.pack(">6H", 2026, 1, 1, 0, 0, 0)
         + b"acsp"
         + b"\0" * 4  # platform

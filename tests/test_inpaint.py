@@ -12,7 +12,7 @@ from model.images import SRGB, load_image
 from model.inpaint import MIN_CONTEXT_PIXELS, SEAM_PIXELS, InpaintPlan, crop_box, density
 from model.masks import KEEP_THRESHOLD
 from model.sizes import WORKING_PIXELS, Size, working_size
-from tests.colour_profiles import display_p3_profile
+from tests.colour_profiles import display_p3_profile, gray_profile
 
 
 @pytest.fixture
@@ -176,13 +176,21 @@ def test_inpainting_keeps_the_profile_and_converts_only_what_it_generates(tmp_pa
     assert Image.open(io.BytesIO(buffer.getvalue())).info["icc_profile"] == icc
 
 
-def test_a_cmyk_profile_is_applied_on_loading(tmp_path):
-    # A CMYK profile cannot travel with RGB pixels: the loader converts with it, and the result is sRGB.
-    # (ImageCms has no CMYK profile to build, so this checks the other non-RGB kind: a LAB profile on an
-    # RGB image is refused by littleCMS and dropped with a warning, never applied to the wrong space.)
+def test_a_greyscale_profile_is_applied_on_loading(tmp_path):
+    # A greyscale (or CMYK) profile cannot travel with RGB pixels: the loader converts with it to sRGB.
+    path = tmp_path / "linear.png"
+    Image.new("L", (32, 32), 128).save(path, icc_profile=gray_profile("Linear grey (test)", 1.0))
+    loaded = load_image(path, "image")
+    assert loaded.mode == "RGB" and "icc_profile" not in loaded.info
+    # Linear 50% grey is sRGB 188, where reading the value as sRGB would give 128.
+    assert np.abs(np.asarray(loaded)[16, 16].astype(int) - 188).max() <= 2
+
+
+def test_a_profile_of_the_wrong_colour_space_is_dropped_not_applied(tmp_path, caplog):
     path = tmp_path / "lab.jpg"
     lab = ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB")).tobytes()
     Image.new("RGB", (32, 32), (10, 200, 30)).save(path, quality=95, icc_profile=lab)
     loaded = load_image(path, "image")
     assert "icc_profile" not in loaded.info
     assert np.abs(np.asarray(loaded)[16, 16].astype(int) - (10, 200, 30)).max() <= 3
+    assert "image: its ICC profile cannot be used" in caplog.text
