@@ -59,7 +59,8 @@ class Predictor(BaseRunner):
         ),
         mask: Optional[Path] = Input(
             description="Black and white mask for `image`: black pixels are regenerated, white pixels "
-            "are kept exactly. Resized to the image's size.",
+            "are kept exactly. Or OpenAI's shape: an opaque image with the area to regenerate transparent. "
+            "Any size with the image's aspect ratio (scaled to it).",
             default=None,
         ),
         seed: Optional[int] = Input(

@@ -2,23 +2,31 @@
 
 Every failure to read an input is an InputError that names the input and says what to send instead. Rules:
 - EXIF orientation is applied, so a phone photo is upright whatever its pixel order.
-- Transparency is composited over white: a cut-out character reads as being on a plain white background,
-  and a transparent pixel of a mask reads as white, which in this API means "keep this pixel".
+- Transparency is composited over white: a cut-out character reads as being on a plain white background.
+  A mask's transparency is handed on as its own layer (load_mask); model/masks.py decides what it means.
 - 16-bit and 32-bit greyscale is scaled by its bit depth (65535 -> 255), never stretched per image, so one
   grey level always gives the same 8-bit value.
 - An animated GIF or WebP gives its first frame.
 - Images over MAX_INPUT_PIXELS are refused from the header, before any pixel is decoded.
+- An embedded ICC colour profile is kept: an RGB profile travels with the pixels in `info["icc_profile"]`
+  (to_srgb converts for the models, from_srgb converts back); any other (CMYK, greyscale) is applied when
+  the image becomes RGB, giving sRGB pixels.
 """
 
 from __future__ import annotations
 
+import io
+import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from model.errors import InputError
+
+log = logging.getLogger(__name__)
 
 # 40 megapixels (e.g. 8000 x 5000) holds any camera photo; a decoded RGBA frame of it is 160 MB. Larger
 # inputs are almost always decompression bombs, and the model works at about one megapixel anyway.
@@ -34,25 +42,54 @@ _HIGH_BIT_MODES = _SIXTEEN_BIT_MODES | {"I", "F"}
 
 
 def load_image(path: str | os.PathLike, input_name: str) -> Image.Image:
-    """Read an input image as upright 8-bit RGB; raise InputError naming `input_name` if it cannot be used."""
+    """Read an input image as upright 8-bit RGB; raise InputError naming `input_name` if it cannot be used.
+
+    An embedded RGB colour profile is in the result's `info["icc_profile"]` (see keep_colour_profile).
+    """
     image = _open_upright(path, input_name)
+    return keep_colour_profile(image, _as_rgb(image), input_name)
+
+
+def _as_rgb(image: Image.Image) -> Image.Image:
     if _has_transparency(image):
         return _over_white(image)
     if image.mode in _HIGH_BIT_MODES:
         return _grey_to_8bit(image).convert("RGB")
-    # Pillow converts every remaining mode (L, 1, P, CMYK, YCbCr, LAB, HSV); embedded ICC profiles are not
-    # applied (CMYK is converted naively), which is close enough for sRGB-like photos.
+    # Pillow converts every remaining mode (L, 1, P, CMYK, YCbCr, LAB, HSV); a non-RGB ICC profile is
+    # applied by keep_colour_profile instead, where there is one.
     return image.convert("RGB")
 
 
-def load_mask(path: str | os.PathLike, input_name: str = "mask") -> Image.Image:
-    """Read a mask as 8-bit greyscale ("L"), by the same rules as load_image (transparent reads as white)."""
+@dataclass(frozen=True)
+class MaskLayers:
+    """A mask file as decoded, before anything is decided about its meaning (model/masks.py does that).
+
+    grey: "L", the colour channels as 8-bit grey (high bit depths scaled by their depth), upright.
+    alpha: "L", its transparency (alpha channel or colour key), or None when the file has none.
+    """
+
+    grey: Image.Image
+    alpha: Image.Image | None
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.grey.size
+
+
+def load_mask(path: str | os.PathLike, input_name: str = "mask") -> MaskLayers:
+    """Read a mask file as its grey level and, when it has one, its transparency, both upright 8-bit."""
     image = _open_upright(path, input_name)
-    if _has_transparency(image):
-        return _over_white(image).convert("L")
     if image.mode in _HIGH_BIT_MODES:
-        return _grey_to_8bit(image)
-    return image.convert("L")
+        # A high-bit greyscale image (with or without a colour key): reduce to 8 bits first, since
+        # Pillow's own conversions clip at 255.
+        key = image.info.get("transparency")
+        image = _grey_to_8bit(image)
+        if key is not None:
+            image.info["transparency"] = key if key <= 255 else round(key / 257)
+    if not _has_transparency(image):
+        return MaskLayers(grey=image.convert("L"), alpha=None)
+    rgba = image.convert("RGBA")
+    return MaskLayers(grey=rgba.convert("RGB").convert("L"), alpha=rgba.getchannel("A"))
 
 
 def _unreadable(input_name: str, reason: str) -> InputError:
@@ -135,3 +172,74 @@ def _grey_to_8bit(image: Image.Image) -> Image.Image:
         full_scale = 255.0 if largest <= 255 else 65535.0
     scaled = np.clip(np.rint(values * (255.0 / full_scale)), 0, 255).astype(np.uint8)
     return Image.fromarray(scaled)
+
+
+# ---------------------------------------------------------------- colour profiles (ICC)
+
+# The models (SDXL's VAE, the CLIP image encoder, insightface) were trained on sRGB images.
+SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+# Colorimetric: in-gamut colours map exactly; the only intent every matrix/TRC profile implements.
+_INTENT = ImageCms.Intent.RELATIVE_COLORIMETRIC
+
+
+def keep_colour_profile(source: Image.Image, rgb: Image.Image, input_name: str) -> Image.Image:
+    """`rgb` (source converted to RGB) with source's ICC profile kept or applied.
+
+    An RGB profile stays with the pixels, in rgb.info["icc_profile"], so kept pixels can stay byte-identical
+    and the output can carry it. A profile of another colour space (a CMYK or greyscale one) is applied now,
+    giving sRGB pixels without a profile, since the RGB pixels no longer match it. A profile that littleCMS
+    cannot read is logged and dropped (the pixels are then read as sRGB, as a browser without colour
+    management would show them).
+    """
+    icc = source.info.get("icc_profile")
+    rgb.info.pop("icc_profile", None)
+    if not icc:
+        return rgb
+    try:
+        profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        space = profile.profile.xcolor_space.strip()
+        if space == "RGB":
+            rgb.info["icc_profile"] = icc
+            return rgb
+        mode = {"CMYK": "CMYK", "GRAY": "L"}.get(space)
+        if mode is None or source.mode != mode:
+            raise ImageCms.PyCMSError(f"a {space} profile on a {source.mode} image")
+        converted = ImageCms.profileToProfile(
+            source, profile, SRGB, renderingIntent=_INTENT, outputMode="RGB"
+        )
+        converted.info.pop("icc_profile", None)  # ImageCms attaches sRGB's; no profile means sRGB here
+        return converted
+    except (ImageCms.PyCMSError, OSError, ValueError) as error:
+        log.warning("%s: its ICC profile cannot be used (%s); reading its colours as sRGB", input_name, error)
+        return rgb
+
+
+def profile_name(image: Image.Image) -> str:
+    """The description of an image's ICC profile ("Display P3", "Adobe RGB (1998)"), for the log."""
+    icc = image.info.get("icc_profile")
+    if not icc:
+        return "none"
+    return ImageCms.getProfileDescription(ImageCms.ImageCmsProfile(io.BytesIO(icc))).strip() or "unnamed"
+
+
+def to_srgb(image: Image.Image) -> Image.Image:
+    """An RGB image in sRGB, converted from its info["icc_profile"] if it has one (the input otherwise)."""
+    icc = image.info.get("icc_profile")
+    if not icc:
+        return image
+    converted = ImageCms.profileToProfile(
+        image, ImageCms.ImageCmsProfile(io.BytesIO(icc)), SRGB, renderingIntent=_INTENT, outputMode="RGB"
+    )
+    converted.info.pop("icc_profile", None)
+    return converted
+
+
+def from_srgb(image: Image.Image, icc: bytes | None) -> Image.Image:
+    """An sRGB RGB image converted into the colour space of the ICC profile `icc`, which it then carries."""
+    if not icc:
+        return image
+    converted = ImageCms.profileToProfile(
+        image, SRGB, ImageCms.ImageCmsProfile(io.BytesIO(icc)), renderingIntent=_INTENT, outputMode="RGB"
+    )
+    converted.info["icc_profile"] = icc
+    return converted

@@ -13,12 +13,32 @@ from pathlib import Path
 
 from model.errors import InputError
 from model.sizes import ASPECT_RATIO_SIZES, Size, parse_resolution
+from model.speeds import SPEEDS
+from model.styles import style_types
 
 log = logging.getLogger(__name__)
 
 SEED_MAX = 2147483647
 # The `resolution` value meaning "use aspect_ratio instead", as in the original model.
 NO_RESOLUTION = "None"
+MAGIC_PROMPT_OPTIONS = ("Auto", "On", "Off")
+
+
+def option_choices() -> dict[str, tuple[str, ...]]:
+    """The enum inputs and their values: the tables the service dispatches on (predict.py lists the same)."""
+    return {
+        "style_type": tuple(style_types()),
+        "rendering_speed": tuple(SPEEDS),
+        "magic_prompt_option": MAGIC_PROMPT_OPTIONS,
+    }
+
+
+def check_options(options: dict[str, str]) -> None:
+    """InputError for an enum value no table holds. Cog's server checks these already; the demo, the
+    evaluation and direct callers reach the service without it, and must fail here, before any model."""
+    for name, choices in option_choices().items():
+        if options[name] not in choices:
+            raise InputError(f"{name} {options[name]!r} is not one of: {', '.join(choices)}")
 
 
 @dataclass(frozen=True)
@@ -106,6 +126,9 @@ def build_request(
             check_downloaded(path, name, downloads)
     if not prompt.strip():
         raise InputError("prompt is empty: describe the image to generate")
+    check_options(
+        dict(style_type=style_type, rendering_speed=rendering_speed, magic_prompt_option=magic_prompt_option)
+    )
     if mask is not None and image is None:
         raise InputError("mask was given without image: inpainting needs both image and mask")
     if image is not None and mask is None:

@@ -20,16 +20,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 
 from model.errors import ConfigurationError
 from model.identity import FaceAnalyzer
-from model.images import load_image, load_mask
+from model.images import load_image, load_mask, profile_name, to_srgb
 from model.inpaint import InpaintPlan
 from model.layout import WeightsLayout
 from model.magic_prompt import PromptRewriter, magic_prompt
+from model.masks import read_mask
 from model.memory import release_freed_memory
 from model.pipeline import CharacterPipeline, GenerationSettings
-from model.reference import REFERENCE_INPUT, CharacterReference, read_reference
+from model.reference import REFERENCE_INPUT, CharacterReference, check_not_blank, read_reference
 from model.request import Request
 from model.safety import SafetyChecker, load_safety_checker, safety_checker_enabled
 from model.speeds import SPEEDS
@@ -134,7 +136,9 @@ class CharacterService:
         started = time.perf_counter()
         timer = StageTimer()
         log.info("Generating...")
-        reference_image = load_image(request.reference_image, REFERENCE_INPUT)
+        # Every input is read and checked before the first model runs (face analysis, the LLM): a bad file
+        # fails in a fraction of a second and costs no model time.
+        reference_image, plan = self._read_inputs(request)
         timer.lap("read_inputs")
         reference = read_reference(
             reference_image, self.faces, appearance_with_face=self.options.appearance_scale_with_face > 0
@@ -150,15 +154,7 @@ class CharacterService:
         log.info("Style: %s (%s)", style.name, style.apply("{prompt}"))
         timer.lap("prompt")
 
-        plan = None
-        if request.inpaint is not None:
-            plan = InpaintPlan.prepare(
-                load_image(request.inpaint.image, "image"), load_mask(request.inpaint.mask, "mask")
-            )
-            size = plan.working_size
-            timer.lap("read_inputs")
-        else:
-            size = request.size
+        size = plan.working_size if plan is not None else request.size
         speed = SPEEDS[request.rendering_speed]
         # The speed sets the adapter scales, the style multiplies them (model/styles.py), and the
         # reference's path zeroes the adapter it does not use (model/reference.py).
@@ -220,6 +216,34 @@ class CharacterService:
         log.info("Stage seconds: %s", timer.summary())
         log.info("Image generation took %.2f seconds", time.perf_counter() - started)
         return output
+
+    @staticmethod
+    def _read_inputs(request: Request) -> tuple[Image.Image, InpaintPlan | None]:
+        """Load and check every file input, without any model: the reference (in sRGB, the models'
+        colour space; refused when blank), and for inpainting the image and the mask (model/masks.py)."""
+        loaded = load_image(request.reference_image, REFERENCE_INPUT)
+        reference_image = to_srgb(loaded)
+        if reference_image is not loaded:
+            log.info("%s: converted from its ICC profile (%s) to sRGB", REFERENCE_INPUT, profile_name(loaded))
+        check_not_blank(reference_image, REFERENCE_INPUT)
+        if request.inpaint is None:
+            return reference_image, None
+        image = load_image(request.inpaint.image, "image")
+        reading = read_mask(load_mask(request.inpaint.mask, "mask"), image.size)
+        plan = InpaintPlan.prepare(image, reading.mask)
+        crop = plan.crop.size
+        log.info(
+            "Inpainting: denoising a %s region of the %dx%d image at %s (%.2fx its pixel density)%s",
+            crop,
+            image.width,
+            image.height,
+            plan.working_size,
+            plan.density,
+            f", converted from its ICC profile ({profile_name(image)}) to sRGB and back"
+            if plan.icc_profile
+            else "",
+        )
+        return reference_image, plan
 
     def _remove_previous_output(self) -> None:
         if self._previous_output is not None:

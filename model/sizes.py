@@ -53,14 +53,18 @@ ASPECT_RATIO_SIZES: dict[str, Size] = {
 }
 
 
-def working_size(original: Size, pixels: int = WORKING_PIXELS) -> Size:
-    """The size to denoise an inpainting image at: its aspect ratio, about `pixels` in area.
+def working_size(original: Size, pixels: int = WORKING_PIXELS, round_up: bool = False) -> Size:
+    """The size to denoise an inpainting image (or a crop of it) at: its aspect ratio, `pixels` in area.
 
-    Sides are rounded to multiples of SIDE_MULTIPLE; the result is composited back at the original size.
+    Sides are rounded to multiples of SIDE_MULTIPLE, to the nearest or, with round_up, upwards (so that no
+    side is scaled by less than sqrt(pixels / original.pixels)); the result is composited back at the
+    original size.
     """
     scale = math.sqrt(pixels / original.pixels)
+    # Up: a hair below the next multiple, so that float error in an exact multiple does not add 32 px.
+    rounding = (lambda x: math.ceil(x - 1e-9)) if round_up else round
 
     def side(value: int) -> int:
-        return max(SIDE_MULTIPLE, round(value * scale / SIDE_MULTIPLE) * SIDE_MULTIPLE)
+        return max(SIDE_MULTIPLE, rounding(value * scale / SIDE_MULTIPLE) * SIDE_MULTIPLE)
 
     return Size(side(original.width), side(original.height))

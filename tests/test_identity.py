@@ -274,7 +274,7 @@ def test_greyscale_modes_load_as_8bit_grey_rgb(astronaut, tmp_path, mode):
     pixels = np.asarray(loaded)
     for channel in range(3):
         np.testing.assert_array_equal(pixels[..., channel], expected)
-    np.testing.assert_array_equal(np.asarray(load_mask(path)), expected)
+    np.testing.assert_array_equal(np.asarray(load_mask(path).grey), expected)
 
 
 def test_animated_gif_gives_its_first_frame(tmp_path):
@@ -286,15 +286,27 @@ def test_animated_gif_gives_its_first_frame(tmp_path):
     assert tuple(np.asarray(loaded)[10, 10]) == (255, 0, 0)
 
 
-def test_mask_loads_as_l_with_transparent_as_white(tmp_path):
+def test_mask_loads_its_grey_and_its_transparency_apart(tmp_path):
+    # What the transparency means is model/masks.py's decision; the loader hands both layers on.
     mask = Image.new("RGBA", (64, 64), (0, 0, 0, 255))
     mask.paste((0, 0, 0, 0), (0, 0, 32, 64))
     path = tmp_path / "mask.png"
     mask.save(path)
     loaded = load_mask(path)
-    assert loaded.mode == "L" and loaded.size == (64, 64)
-    pixels = np.asarray(loaded)
-    assert pixels[:, :32].min() == 255 and pixels[:, 32:].max() == 0
+    assert loaded.grey.mode == "L" and loaded.alpha.mode == "L" and loaded.size == (64, 64)
+    assert np.asarray(loaded.grey).max() == 0
+    alpha = np.asarray(loaded.alpha)
+    assert alpha[:, :32].max() == 0 and alpha[:, 32:].min() == 255
+    assert load_mask(png_path(Image.new("L", (8, 8), 0), tmp_path / "opaque.png")).alpha is None
+
+
+def png_path(image: Image.Image, path):
+    image.save(path)
+    return path
+
+
+def load_mask_grey(path, input_name):
+    return load_mask(path, input_name).grey
 
 
 # --- Loading: unreadable inputs ----------------------------------------------------------------------------
@@ -319,7 +331,7 @@ def broken_png(astronaut, path):
 
 
 @pytest.mark.parametrize("write", [empty_file, text_file, truncated_jpeg, broken_png])
-@pytest.mark.parametrize("loader", [load_image, load_mask])
+@pytest.mark.parametrize("loader", [load_image, load_mask_grey])
 def test_unreadable_files_are_input_errors_naming_the_input(astronaut, tmp_path, write, loader):
     path = tmp_path / "upload.jpg"
     write(astronaut, path)
@@ -358,7 +370,9 @@ def png_bytes_of(image: Image.Image) -> bytes:
 
 
 @pytest.mark.parametrize("kind", list(ODD_FILES))
-@pytest.mark.parametrize(("loader", "mode"), [(load_image, "RGB"), (load_mask, "L")], ids=["image", "mask"])
+@pytest.mark.parametrize(
+    ("loader", "mode"), [(load_image, "RGB"), (load_mask_grey, "L")], ids=["image", "mask"]
+)
 def test_odd_files_load_upright_at_their_size(astronaut, tmp_path, kind, loader, mode):
     landscape = astronaut.resize((384, 288))  # not square, so a missed EXIF rotation shows in the size
     path = tmp_path / "input"
@@ -368,6 +382,7 @@ def test_odd_files_load_upright_at_their_size(astronaut, tmp_path, kind, loader,
     # The content survives: close to the original's grey levels (JPEG, palettes and frames add a little).
     grey = np.asarray(loaded.convert("L"), dtype=np.float64)
     original = np.asarray(landscape.convert("L"), dtype=np.float64)
-    if kind in ("RGBA", "LA"):  # the transparent frame reads as white; compare the opaque middle
+    # The transparent frame reads as white (a mask's grey as its colour): compare the opaque middle.
+    if kind in ("RGBA", "LA"):
         grey, original = grey[40:-40, 40:-40], original[40:-40, 40:-40]
     assert np.corrcoef(grey.ravel(), original.ravel())[0, 1] > 0.9

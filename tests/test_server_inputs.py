@@ -20,6 +20,7 @@ import psutil
 import pytest
 from PIL import Image, ImageDraw
 
+from tests.colour_profiles import display_p3_profile
 from tests.conftest import ROOT, data_uri, decode_image, pixels
 from tests.test_reference import cartoon_robot
 
@@ -111,10 +112,81 @@ def centre_mask(size: tuple[int, int], keep: int = 255, regenerate: int = 0) -> 
     return mask
 
 
-def grey_mask(size: tuple[int, int]) -> Image.Image:
-    """Anti-aliased: a horizontal ramp from black to white, so every grey level occurs."""
+def grey_ramp(size: tuple[int, int]) -> Image.Image:
+    """Not a mask: a horizontal ramp from black to white, so every grey level occurs."""
     ramp = np.tile(np.linspace(0, 255, size[0]).astype(np.uint8), (size[1], 1))
     return Image.fromarray(ramp, "L")
+
+
+def anti_aliased_mask(size: tuple[int, int]) -> Image.Image:
+    """A black ellipse on white, drawn 4x larger and scaled down: grey levels along its edge only."""
+    w, h = size
+    big = Image.new("L", (4 * w, 4 * h), 255)
+    ImageDraw.Draw(big).ellipse((w, h, 3 * w, 3 * h), fill=0)
+    return big.resize(size, Image.Resampling.LANCZOS)
+
+
+def transparent_hole(size: tuple[int, int], colour=(0, 0, 0)) -> Image.Image:
+    """OpenAI's image-edits mask: opaque, with the area to edit (the centre) transparent."""
+    mask = Image.new("RGBA", size, colour + (255,))
+    w, h = size
+    mask.paste((0, 0, 0, 0), (w // 4, h // 4, 3 * w // 4, 3 * h // 4))
+    return mask
+
+
+def erased_photo(photo: Image.Image) -> Image.Image:
+    """The photo itself with the edit area (the centre) erased to transparency."""
+    erased = photo.convert("RGBA")
+    w, h = photo.size
+    erased.paste((0, 0, 0, 0), (w // 4, h // 4, 3 * w // 4, 3 * h // 4))
+    return erased
+
+
+def stored_unrotated(size: tuple[int, int]) -> bytes:
+    """A phone photo stored sideways, upright at `size` by its EXIF orientation (6: rotate 90 CW)."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    stored = Image.new("RGB", (size[1], size[0]), (120, 140, 160))
+    return encoded(stored, "JPEG", exif=exif, quality=80)
+
+
+def with_profile(image: Image.Image, icc: bytes) -> str:
+    return uri(encoded(image, "PNG", icc_profile=icc), "image/png")
+
+
+def keeps_opaque_pixels(image_of: Callable[[Image.Image], Image.Image], mask_of: Callable) -> Callable:
+    """OpenAI's convention: every opaque mask pixel kept byte for byte, the transparent area regenerated."""
+
+    def check(body: dict, portrait: Image.Image) -> None:
+        assert "Mask read as transparency (OpenAI's convention)" in body["logs"]
+        original = image_of(portrait)
+        output = decode_image(body["output"])
+        assert output.size == original.size
+        keep = np.asarray(mask_of(original).getchannel("A")) >= 128
+        assert np.array_equal(pixels(output)[keep], pixels(original)[keep])
+        assert not np.array_equal(pixels(output)[~keep], pixels(original)[~keep])
+
+    return check
+
+
+def drawing_with_transparency(size: tuple[int, int]) -> Image.Image:
+    """A black-and-white mask with a transparent strip: it reads one way by colour, another by alpha."""
+    mask = centre_mask(size).convert("RGBA")
+    mask.paste((0, 0, 0, 0), (0, 0, size[0] // 8, size[1]))
+    return mask
+
+
+def error_contains(text: str) -> Callable:
+    def check(body: dict, portrait: Image.Image) -> None:
+        assert text in body["error"], body["error"]
+
+    return check
+
+
+def no_model_ran(body: dict, portrait: Image.Image) -> None:
+    """The request failed before face analysis (two faces would log "Found 2 faces") and the LLM."""
+    assert "Found 2 faces" not in body["logs"] and "Magic prompt" not in body["logs"]
+    assert "Prompt used" not in body["logs"]
 
 
 Inputs = Callable[[Image.Image], dict]
@@ -134,10 +206,15 @@ class Case:
         return self.outcome.startswith("fails: ")
 
 
-def keeps_white_pixels(image_of: Callable[[Image.Image], Image.Image], mask_of: Callable) -> Callable:
+def keeps_white_pixels(
+    image_of: Callable[[Image.Image], Image.Image], mask_of: Callable, *logged: str, icc: bytes | None = None
+) -> Callable:
     def check(body: dict, portrait: Image.Image) -> None:
+        for text in logged:
+            assert text in body["logs"], text
         original = image_of(portrait)
         output = decode_image(body["output"])
+        assert output.info.get("icc_profile") == icc
         assert output.size == original.size
         mask = mask_of(original.size)
         keep = np.asarray(mask.convert("L").resize(original.size, Image.Resampling.BILINEAR)) >= 128
@@ -160,17 +237,35 @@ def reference(data: Callable[[Image.Image], str]) -> Inputs:
     return lambda portrait: {"prompt": "the character in a park", "character_reference_image": data(portrait)}
 
 
-def inpaint(image: Callable, mask: Callable) -> Inputs:
+def inpaint(image: Callable, mask: Callable, encode: Callable = data_uri, **more) -> Inputs:
+    """Inpainting inputs: image(portrait) sent as encode(image), and mask(image size) as a PNG data URI."""
+
     def inputs(portrait: Image.Image) -> dict:
         original = image(portrait)
         return {
             "prompt": "the character standing here",
             "character_reference_image": data_uri(portrait),
-            "image": data_uri(original),
+            "image": encode(original),
             "mask": data_uri(mask(original.size)),
+            **more,
         }
 
     return inputs
+
+
+def inpaint_raw(image: bytes, mask: Image.Image, **more) -> Inputs:
+    """Inpainting with a given image file and mask, and a reference with two faces."""
+    return lambda portrait: {
+        "prompt": "the character standing here",
+        "character_reference_image": data_uri(two_people(portrait)),
+        "image": uri(image, "image/jpeg"),
+        "mask": data_uri(mask),
+        **more,
+    }
+
+
+SMALL = (384, 288)
+P3 = display_p3_profile()
 
 
 def prompt(text: str, **more) -> Inputs:
@@ -178,6 +273,16 @@ def prompt(text: str, **more) -> Inputs:
 
 
 LARGE = (4000, 3000)
+
+
+def region_400(size: tuple[int, int]) -> Image.Image:
+    """A 400-pixel square to regenerate in the middle of a white mask."""
+    w, h = size
+    mask = Image.new("L", size, 255)
+    mask.paste(0, (w // 2 - 200, h // 2 - 200, w // 2 + 200, h // 2 + 200))
+    return mask
+
+
 # A real image on the server's disk, outside the folder Cog downloads inputs into.
 SERVER_IMAGE = ROOT / "evaluation" / "references" / "eileen_collins.jpg"
 CASES = [
@@ -243,17 +348,49 @@ CASES = [
     Case("mask of another size", inpaint(lambda p: p.resize((800, 600)), lambda s: centre_mask((200, 150))),
          "succeeds: mask resized to the image, white pixels kept exactly",
          keeps_white_pixels(lambda p: p.resize((800, 600)), lambda s: centre_mask((200, 150)))),
-    Case("anti-aliased grey mask", inpaint(lambda p: p, grey_mask),
+    Case("anti-aliased grey mask", inpaint(lambda p: p, anti_aliased_mask),
          "succeeds: grey >= 128 kept exactly, darker regenerated",
-         keeps_white_pixels(lambda p: p, grey_mask)),
-    Case("all-white mask", inpaint(lambda p: p, lambda s: Image.new("L", s, 255)),
-         "fails: mask is all white, so nothing would be regenerated"),
+         keeps_white_pixels(lambda p: p, anti_aliased_mask)),
+    Case("all-white mask",
+         inpaint_raw(encoded(Image.new("RGB", SMALL), "JPEG"), Image.new("L", SMALL, 255),
+                     magic_prompt_option="On"),
+         "fails: mask is all white, so nothing would be regenerated", no_model_ran),
+    Case("opaque mask with a transparent hole",
+         inpaint(lambda p: p.resize(SMALL), transparent_hole),
+         "succeeds: OpenAI's convention, logged: the hole regenerated, opaque pixels kept exactly",
+         keeps_opaque_pixels(lambda p: p.resize(SMALL), lambda image: transparent_hole(image.size))),
+    Case("photo with the edit area erased",
+         lambda p: inpaint(lambda q: q.resize(SMALL), lambda s: erased_photo(p.resize(SMALL)))(p),
+         "succeeds: OpenAI's convention, logged: the erased area regenerated, the rest kept exactly",
+         keeps_opaque_pixels(lambda p: p.resize(SMALL), erased_photo)),
+    Case("grey ramp mask", inpaint(lambda p: p.resize(SMALL), grey_ramp),
+         "fails: mask is not a black-and-white image"),
+    Case("photo as mask", lambda p: inpaint(lambda q: q.resize(SMALL), lambda s: p.resize(SMALL))(p),
+         "fails: mask is not a black-and-white image"),
+    Case("transparency and a black-and-white drawing",
+         inpaint(lambda p: p.resize(SMALL), drawing_with_transparency),
+         "fails: mask has transparent pixels and also a black-and-white drawing"),
+    Case("mask drawn on the unrotated photo",
+         inpaint_raw(stored_unrotated((626, 1200)), centre_mask((1200, 626))),
+         "fails: mask is 1200x626 pixels and image is 626x1200 (upright)",
+         error_contains("exactly swapped, so it was probably drawn on the photo before")),
+    Case("mask of another aspect ratio", inpaint(lambda p: p.resize(SMALL), lambda s: centre_mask((96, 96))),
+         "fails: mask is 96x96 pixels and image is 384x288 (upright): their aspect ratios differ"),
     Case("all-black mask", inpaint(lambda p: p, lambda s: Image.new("L", s, 0)),
          "succeeds: the whole image regenerated at its size",
          keeps_white_pixels(lambda p: p, lambda s: Image.new("L", s, 0))),
-    Case("4000x3000 image", inpaint(lambda p: p.resize(LARGE), centre_mask),
-         "succeeds: output 4000x3000, white pixels kept exactly",
-         keeps_white_pixels(lambda p: p.resize(LARGE), centre_mask)),
+    Case("4000x3000 image, 400-pixel region", inpaint(lambda p: p.resize(LARGE), region_400),
+         "succeeds: output 4000x3000, white pixels kept exactly, a 600x600 crop denoised at 1024x1024",
+         keeps_white_pixels(lambda p: p.resize(LARGE), region_400,
+                            "denoising a 600x600 region of the 4000x3000 image at 1024x1024")),
+    Case("Display P3 image and reference",
+         lambda p: inpaint(lambda q: q.resize(SMALL), centre_mask, lambda i: with_profile(i, P3))(p)
+         | {"character_reference_image": with_profile(p, P3)},
+         "succeeds: white pixels kept exactly, output carries the image's ICC profile, reference in sRGB",
+         keeps_white_pixels(lambda p: p.resize(SMALL), centre_mask,
+                            "pixel density), converted from its ICC profile (Display P3",
+                            "character_reference_image: converted from its ICC profile (Display P3",
+                            "FaceID 1", icc=P3)),
     Case("RGBA image, P mask", inpaint(lambda p: with_alpha(p), lambda s: centre_mask(s).convert("P")),
          "succeeds: transparency over white, white pixels kept exactly",
          keeps_white_pixels(lambda p: over_white(with_alpha(p)), lambda s: centre_mask(s))),
@@ -289,6 +426,8 @@ def test_bad_and_odd_inputs(cog_server, portrait, case):
         error = body["error"]
         assert case.outcome.removeprefix("fails: ") in error
         assert "Traceback" not in error and len(error.splitlines()) == 1
+        if case.check is not None:
+            case.check(body, portrait)
     else:
         assert body["status"] == "succeeded", body.get("error")
         if case.check is not None:
