@@ -20,7 +20,7 @@ import diffusers
 import numpy as np
 import torch
 from diffusers import AutoencoderKL, StableDiffusionXLInpaintPipeline, StableDiffusionXLPipeline
-from diffusers.models.embeddings import IPAdapterFaceIDPlusImageProjection
+from diffusers.models.embeddings import IPAdapterFaceIDPlusImageProjection, MultiIPAdapterImageProjection
 from PIL import Image
 from transformers import CLIPVisionModelWithProjection
 
@@ -31,6 +31,7 @@ from model.layout import (
     TURBO_LORA_FILE,
     WeightsLayout,
 )
+from model.merged_loras import MergedLoras
 from model.prompt_encoding import encode_prompts
 from model.speeds import TURBO_LORA_ADAPTER, SchedulerSpec
 
@@ -109,6 +110,10 @@ class CharacterPipeline:
         self.text_to_image = text_to_image
         self.inpaint = inpaint
         self.device = device
+        # The UNet's LoRAs, merged into its weights per request; taken from the peft adapters that
+        # from_sdxl attached (which also unloads those), or empty for a UNet without LoRAs.
+        self.loras = MergedLoras.take_from(text_to_image.unet)
+        _project_once_per_request(text_to_image.unet)
         # Kept from the folder's scheduler: each request gets a fresh scheduler built from it.
         self._scheduler_class = type(text_to_image.scheduler)
         self._scheduler_config = text_to_image.scheduler.config
@@ -169,8 +174,6 @@ class CharacterPipeline:
             sources, subfolder=["", ""], weight_name=weight_names, image_encoder_folder=None
         )
         if turbo_lora is not None:
-            # Both LoRAs stay separate peft adapters (never fused into the weights), so that switching
-            # speed is only set_adapters: no reload, and no rounding left behind by unfusing.
             # lora_state_dict converts the kohya key names; loading into the UNet alone (the file has no
             # text-encoder part) spares a warning per text encoder.
             if isinstance(turbo_lora, Path):
@@ -189,14 +192,12 @@ class CharacterPipeline:
                 _pipeline=text_to_image,
                 low_cpu_mem_usage=True,
             )
-            # Loading made the turbo adapter the only active one; until a request sets its own, the
-            # pipeline is in load_ip_adapter's state (FaceID LoRA only), as without the turbo LoRA.
-            text_to_image.set_adapters([FACEID_LORA_ADAPTER], adapter_weights=[1.0])
         # from_pipe casts the shared modules to its dtype argument (float32 by default), so pass ours.
         inpaint = StableDiffusionXLInpaintPipeline.from_pipe(text_to_image, dtype=dtype)
         for pipe in (text_to_image, inpaint):
             # Progress goes to on_step (the server's metrics and log lines), not to tqdm bars on stderr.
             pipe.set_progress_bar_config(disable=True)
+        # The constructor takes both LoRAs (peft adapters until then) into MergedLoras.
         return cls(text_to_image, inpaint, device)
 
     @property
@@ -248,7 +249,9 @@ class CharacterPipeline:
         scales[FACEID_ADAPTER_INDEX] = settings.ip_adapter_scale
         scales[APPEARANCE_ADAPTER_INDEX] = settings.appearance_scale
         pipe.set_ip_adapter_scale(scales)
-        self._set_loras(pipe, settings)
+        self._set_loras(settings)
+        # The image tokens are projected once per pipeline call (see _project_once_per_request).
+        unet.encoder_hid_proj.forget()
         # Every adapter's projection runs on every step, so each gets tokens; an unused one gets zeros
         # (its attention is skipped at scale 0) instead of an image encoder pass.
         face_tokens = self._clip_tokens(pipe, face_crop, guided) if has_face else None
@@ -302,29 +305,20 @@ class CharacterPipeline:
 
     @property
     def has_turbo_lora(self) -> bool:
-        return TURBO_LORA_ADAPTER in getattr(self.text_to_image.unet, "peft_config", {})
+        return TURBO_LORA_ADAPTER in self.loras.adapters
 
-    def _set_loras(self, pipe, settings: GenerationSettings) -> None:
-        """Activate exactly this request's LoRAs at its weights.
+    def _set_loras(self, settings: GenerationSettings) -> None:
+        """Merge exactly this request's LoRAs at its weights into the UNet (shared by both pipelines).
 
-        Set on every call: load_ip_adapter re-activates only its own LoRA, and whatever the previous
-        request activated would otherwise carry over. An adapter at weight 0 is left inactive rather
-        than run at weight 0: the same image, without its compute. With none active (no face, no turbo)
-        the LoRA layers are switched off, and switched back on by the next request that needs them.
+        Called on every request; the weights change only when the set differs from the merged one (the
+        path, the speed, and the style's FaceID LoRA factor decide it). An adapter at weight 0 is left
+        out: the base weights, not a zero delta.
         """
-        adapters = {}
-        if settings.faceid_lora_scale:
-            adapters[FACEID_LORA_ADAPTER] = settings.faceid_lora_scale
-        if settings.turbo_lora_scale:
-            if not self.has_turbo_lora:
-                raise ValueError(f"the turbo LoRA is not loaded (expected {TURBO_LORA_FILE})")
-            adapters[TURBO_LORA_ADAPTER] = settings.turbo_lora_scale
-        if not adapters:
-            pipe.unet.disable_lora()
-            return
-        # set_adapters activates adapters but does not undo disable_lora().
-        pipe.unet.enable_lora()
-        pipe.set_adapters(list(adapters), adapter_weights=list(adapters.values()))
+        if settings.turbo_lora_scale and not self.has_turbo_lora:
+            raise ValueError(f"the turbo LoRA is not loaded (expected {TURBO_LORA_FILE})")
+        self.loras.use(
+            {FACEID_LORA_ADAPTER: settings.faceid_lora_scale, TURBO_LORA_ADAPTER: settings.turbo_lora_scale}
+        )
 
     def _id_embeds(
         self, identity_embedding: np.ndarray | None, dtype: torch.dtype, guided: bool
@@ -355,6 +349,39 @@ class CharacterPipeline:
         if guided:
             tokens = torch.cat([unconditional, tokens])
         return tokens[:, None]
+
+
+class _ProjectedOncePerCall(MultiIPAdapterImageProjection):
+    """The UNet's image projection (both adapters' projection layers), run once per pipeline call.
+
+    The pipeline hands the UNet the same image_embeds list at every denoising step, and the tokens
+    projected from it do not change between steps; diffusers projects them again at each step (the
+    FaceID projection and IP-Adapter Plus's 4-layer resampler: about 150 operators per UNet call). This
+    keeps the last input list and its tokens, and returns them while the same list object comes back.
+    prepare() calls forget(), because the FaceID projection also reads per-request attributes
+    (clip_embeds, shortcut_scale). Nothing in diffusers does this, hence our own class; it subclasses
+    diffusers' so that the module names, the weights and everything else stay the same.
+    """
+
+    def forget(self) -> None:
+        self._last: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None
+
+    def forward(self, image_embeds: list[torch.Tensor]) -> list[torch.Tensor]:
+        last = getattr(self, "_last", None)
+        if last is not None and last[0] is image_embeds:
+            return last[1]
+        projected = super().forward(image_embeds)
+        # Holding the list keeps it alive, so its identity cannot pass to another list.
+        self._last = (image_embeds, projected)
+        return projected
+
+
+def _project_once_per_request(unet) -> None:
+    """Replace the UNet's image projection by a _ProjectedOncePerCall over the same projection layers."""
+    projection = unet.encoder_hid_proj
+    if type(projection) is MultiIPAdapterImageProjection:
+        unet.encoder_hid_proj = _ProjectedOncePerCall(projection.image_projection_layers)
+        unet.encoder_hid_proj.forget()
 
 
 def apply_gpu_settings(pipe: StableDiffusionXLPipeline) -> None:
