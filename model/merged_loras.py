@@ -61,8 +61,13 @@ class MergedLoras:
         self._merged: LoraSet | None = ()
 
     @classmethod
-    def take_from(cls, unet: UNet2DConditionModel) -> MergedLoras:
+    def take_from(
+        cls, unet: UNet2DConditionModel, pristine_device: torch.device | None = None
+    ) -> MergedLoras:
         """Take the factors of every peft LoRA adapter in the UNet, then unload peft's layers.
+
+        pristine_device: where the copy of the base weights is kept (default: beside the weights); in
+        host memory it is pinned when CUDA is present, so that a switch copies it asynchronously.
 
         The UNet's adapted layers become plain Linear / Conv2d again with their base weights (nothing is
         merged yet). Raises ValueError for a LoRA kind that merging as up @ down would get wrong (DoRA,
@@ -94,7 +99,7 @@ class MergedLoras:
                 factors[adapter] = _Factors(
                     down.detach().flatten(1), up.detach().flatten(1), float(module.scaling[adapter])
                 )
-            layers.append(_AdaptedLayer(name, base, base.weight.detach().clone(), factors))
+            layers.append(_AdaptedLayer(name, base, _copy(base.weight, pristine_device), factors))
         if adapters:
             unet.unload_lora()
         log.info("LoRA adapters %s: %d adapted layers, merged per request", adapters, len(layers))
@@ -148,10 +153,19 @@ class MergedLoras:
     @torch.no_grad()
     def _write(layer: _AdaptedLayer, part: LoraSet) -> None:
         """weight = pristine + sum of weight * scaling * up @ down, summed in fp32 and cast once."""
-        merged = layer.pristine.float()
+        target = layer.module.weight
+        merged = layer.pristine.to(target.device, non_blocking=True).float()
         for adapter, weight in part:
             factors = layer.factors[adapter]
             delta = factors.up.float() @ factors.down.float()
             # Out of place: on fp32 weights .float() returns the pristine tensor itself.
             merged = merged + (weight * factors.scaling) * delta.view_as(merged)
-        layer.module.weight.copy_(merged)
+        target.copy_(merged)
+
+
+def _copy(weight: torch.Tensor, device: torch.device | None) -> torch.Tensor:
+    device = weight.device if device is None else device
+    if device == weight.device:
+        return weight.detach().clone()
+    copy = weight.detach().to(device, copy=True)
+    return copy.pin_memory() if device.type == "cpu" and torch.cuda.is_available() else copy  # GPU only

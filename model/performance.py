@@ -28,7 +28,7 @@ from transformers import (
 )
 
 from model.layout import APPEARANCE_ADAPTER_FILE, FACEID_ADAPTER_FILE, TURBO_LORA_FILE
-from model.pipeline import CharacterPipeline, GenerationSettings
+from model.pipeline import PRISTINE_ON_GPU_MIN_GIB, CharacterPipeline, GenerationSettings
 from model.speeds import Speed
 from model.tiny_profile.appearance import ip_adapter_plus_shapes, ip_adapter_plus_state_dict
 from model.tiny_profile.sdxl import (
@@ -219,6 +219,8 @@ class ComponentMemory:
     parameters: int
     bytes_per_parameter: float
     note: str
+    # False for what a 24 GB GPU keeps in host memory instead.
+    on_gpu: bool = True
 
     @property
     def bytes(self) -> int:
@@ -262,7 +264,8 @@ def memory_budget(dtype: torch.dtype = SERVING_DTYPE) -> list[ComponentMemory]:
             "pristine copy of the LoRA-adapted UNet weights",
             adapted_parameters,
             size,
-            "exact LoRA switching (model/merged_loras.py)",
+            f"exact LoRA switching; host memory on GPUs under {PRISTINE_ON_GPU_MIN_GIB:.0f} GiB",
+            on_gpu=False,
         ),
         ComponentMemory("insightface buffalo_l (ONNX)", onnx_bytes // 4, 4, "fp32, onnxruntime"),
         ComponentMemory("magic prompt LLM (Qwen2.5-1.5B)", llm_bytes // 2, 2, "bf16, from its file size"),
@@ -272,7 +275,7 @@ def memory_budget(dtype: torch.dtype = SERVING_DTYPE) -> list[ComponentMemory]:
 
 
 def fits_gpu(rows: list[ComponentMemory], gpu_gib: float = GPU_MEMORY_GIB) -> tuple[bool, float]:
-    """Whether the weights plus the activation reserve fit; and the GiB left after both."""
-    weights_gib = sum(row.bytes for row in rows) / 2**30
+    """Whether the GPU-resident weights plus the activation reserve fit; and the GiB left after both."""
+    weights_gib = sum(row.bytes for row in rows if row.on_gpu) / 2**30
     left = gpu_gib - weights_gib - ACTIVATION_RESERVE_GIB
     return left >= 0, left
