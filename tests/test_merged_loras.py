@@ -146,7 +146,9 @@ def test_a_unet_step_dispatches_no_lora_operator(
         if hasattr(processor, "scale"):
             processor.scale = [0.0, 0.0]
     without_ip_attention = count_step(pipe.unet, args, kwargs)
-    print(f"{speed} {path} {'inpaint' if inpainting else 'text-to-image'}: {ours} operators, plain {plain}")
+    mode = "inpaint" if inpainting else "text-to-image"
+    print(f"{speed} {path} {mode}: {ours} operators ({without_ip_attention} without IP attention)")
+    print(f"plain UNet: {plain}")
     assert without_ip_attention <= 1.10 * plain, (without_ip_attention, plain)
     assert ours <= 1.20 * plain, (ours, plain)
 
@@ -267,9 +269,11 @@ def test_a_switch_that_fails_part_way_leaves_no_mixed_weights(tiny_layout, ident
     pipeline.prepare(*identity, path_settings("Default", "face", False))
     fresh.loras.use({FACEID_LORA_ADAPTER: 1.0})
     assert_bitwise_equal(state(pipeline), state(fresh), "after the failure")
-    assert np.array_equal(
-        np.asarray(pipeline.generate(*identity, turbo)), np.asarray(fresh.generate(*identity, turbo))
-    )
+    # And a switch from there is exact too.
+    pipeline.prepare(*identity, turbo)
+    fresh.loras.use({})
+    fresh.loras.use({FACEID_LORA_ADAPTER: 1.0, TURBO_LORA_ADAPTER: 1.0})
+    assert_bitwise_equal(state(pipeline), state(fresh), "Turbo after the failure")
 
 
 def test_unknown_adapter_is_a_callers_mistake(pipeline):
