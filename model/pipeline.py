@@ -53,7 +53,7 @@ COMPILE_ENV = "CHARACTER_TORCH_COMPILE"
 # Compiled graphs per code object that dynamo keeps before it gives up (its default is 8, and with
 # fullgraph=True a request beyond it would fail). SDXL's BasicTransformerBlock has two widths (640, 1280),
 # and each width has a graph per path (which IP-Adapter scales are 0), per batch (1 without CFG, 2 with)
-# and a static and a dynamic-shape variant: about 24 in all. warm_up() reaches all of them at setup.
+# and a static and a dynamic-shape variant (the tiny profile's warm-up makes 16). warm_up() makes them all.
 RECOMPILE_LIMIT = 64
 # Two sizes, two prompt lengths and two values of every adapter scale during the warm-up: dynamo compiles
 # the first call of a graph for its exact shapes and scale values, and on the first change marks those
