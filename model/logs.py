@@ -40,5 +40,6 @@ def configure_logging() -> None:
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"insightface\.")
-    # The FaceID LoRA and the Turbo LoRA are two peft adapters on one UNet by design (model/pipeline.py).
+    # The FaceID LoRA and the Turbo LoRA are loaded as two peft adapters on one UNet, then merged per
+    # request (model/merged_loras.py).
     warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute", category=UserWarning)

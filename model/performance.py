@@ -28,7 +28,7 @@ from transformers import (
 )
 
 from model.layout import APPEARANCE_ADAPTER_FILE, FACEID_ADAPTER_FILE, TURBO_LORA_FILE
-from model.pipeline import CharacterPipeline, GenerationSettings
+from model.pipeline import PRISTINE_ON_GPU_MIN_GIB, CharacterPipeline, GenerationSettings
 from model.speeds import Speed
 from model.tiny_profile.appearance import ip_adapter_plus_shapes, ip_adapter_plus_state_dict
 from model.tiny_profile.sdxl import (
@@ -53,7 +53,7 @@ H100_PEAK_TFLOPS = 989.0
 # Assumed share of that peak a request sustains. Calibration: diffusers' published SDXL run on an A100
 # (bf16, SDPA, fused QKV, torch.compile) makes a 30-step CFG 1024x1024 image in 2.52 s, which is ~417
 # TFLOPs by this counter, i.e. ~165 TFLOP/s or 53% of the A100's 312. We assume less on the H100 (its
-# larger peak is harder to saturate at batch 2, and our LoRA adapters stay unfused).
+# larger peak is harder to saturate at batch 2).
 ASSUMED_UTILISATION = 0.40
 GPU_MEMORY_GIB = 24.0
 # Activation headroom at 1024x1024: the same published run peaks at 10.03 GB for ~7.0 GB of fp16 SDXL
@@ -219,6 +219,8 @@ class ComponentMemory:
     parameters: int
     bytes_per_parameter: float
     note: str
+    # False for what a 24 GB GPU keeps in host memory instead.
+    on_gpu: bool = True
 
     @property
     def bytes(self) -> int:
@@ -238,8 +240,14 @@ def memory_budget(dtype: torch.dtype = SERVING_DTYPE) -> list[ComponentMemory]:
     appearance_parameters = sum(
         math.prod(shape) for shape in ip_adapter_plus_shapes(modules["unet"], clip_width=VIT_H_WIDTH).values()
     )
-    turbo_parameters = sum(
-        math.prod(shape) for shape in lightning_lora_shapes(modules["unet"], LIGHTNING_LORA_RANK).values()
+    turbo_shapes = lightning_lora_shapes(modules["unet"], LIGHTNING_LORA_RANK)
+    turbo_parameters = sum(math.prod(shape) for shape in turbo_shapes.values())
+    # The base weights of every layer a LoRA adapts (the Lightning LoRA's modules include all of the
+    # FaceID LoRA's): out_features (up's rows) times in_features x kernel (down's other dimensions).
+    adapted_parameters = sum(
+        shape[0] * math.prod(turbo_shapes[key.replace("lora_up", "lora_down")][1:])
+        for key, shape in turbo_shapes.items()
+        if key.endswith(".lora_up.weight")
     )
     onnx_bytes = sum(f.size or 0 for f in production_manifest().files if f.path.endswith(".onnx"))
     (llm_bytes,) = [f.size for f in production_manifest().files if f.path == PROMPT_LLM_FILE]
@@ -251,7 +259,14 @@ def memory_budget(dtype: torch.dtype = SERVING_DTYPE) -> list[ComponentMemory]:
     rows += [
         ComponentMemory(f"FaceID Plus v2 ({FACEID_ADAPTER_FILE})", faceid_parameters, size, "with LoRA r128"),
         ComponentMemory(f"IP-Adapter Plus ({APPEARANCE_ADAPTER_FILE})", appearance_parameters, size, ""),
-        ComponentMemory(f"Lightning LoRA ({TURBO_LORA_FILE})", turbo_parameters, size, "unfused, r64"),
+        ComponentMemory(f"Lightning LoRA ({TURBO_LORA_FILE})", turbo_parameters, size, "r64 factors"),
+        ComponentMemory(
+            "pristine copy of the LoRA-adapted UNet weights",
+            adapted_parameters,
+            size,
+            f"exact LoRA switching; host memory on GPUs under {PRISTINE_ON_GPU_MIN_GIB:.0f} GiB",
+            on_gpu=False,
+        ),
         ComponentMemory("insightface buffalo_l (ONNX)", onnx_bytes // 4, 4, "fp32, onnxruntime"),
         ComponentMemory("magic prompt LLM (Qwen2.5-1.5B)", llm_bytes // 2, 2, "bf16, from its file size"),
         ComponentMemory("safety checker (CLIP ViT-L/14)", safety_bytes // 2, 2, "fp16, from its file size"),
@@ -260,7 +275,7 @@ def memory_budget(dtype: torch.dtype = SERVING_DTYPE) -> list[ComponentMemory]:
 
 
 def fits_gpu(rows: list[ComponentMemory], gpu_gib: float = GPU_MEMORY_GIB) -> tuple[bool, float]:
-    """Whether the weights plus the activation reserve fit; and the GiB left after both."""
-    weights_gib = sum(row.bytes for row in rows) / 2**30
+    """Whether the GPU-resident weights plus the activation reserve fit; and the GiB left after both."""
+    weights_gib = sum(row.bytes for row in rows if row.on_gpu) / 2**30
     left = gpu_gib - weights_gib - ACTIVATION_RESERVE_GIB
     return left >= 0, left

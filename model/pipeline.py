@@ -9,8 +9,10 @@ shortcut) is set on every call, so one request never leaks into the next.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +22,7 @@ import diffusers
 import numpy as np
 import torch
 from diffusers import AutoencoderKL, StableDiffusionXLInpaintPipeline, StableDiffusionXLPipeline
-from diffusers.models.embeddings import IPAdapterFaceIDPlusImageProjection
+from diffusers.models.embeddings import IPAdapterFaceIDPlusImageProjection, MultiIPAdapterImageProjection
 from PIL import Image
 from transformers import CLIPVisionModelWithProjection
 
@@ -31,8 +33,9 @@ from model.layout import (
     TURBO_LORA_FILE,
     WeightsLayout,
 )
+from model.merged_loras import MergedLoras
 from model.prompt_encoding import encode_prompts
-from model.speeds import TURBO_LORA_ADAPTER, SchedulerSpec
+from model.speeds import SPEEDS, TURBO_LORA_ADAPTER, SchedulerSpec
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +47,27 @@ APPEARANCE_ADAPTER_INDEX = 1
 FACEID_LORA_ADAPTER = f"faceid_{FACEID_ADAPTER_INDEX}"
 
 StepCallback = Callable[[int, int], None]
-# Set to 1 to compile the UNet with torch.compile on a CUDA GPU: the first request of each speed then
-# compiles (about a minute), later ones run faster. Each speed's adapter set and scales are fixed, so a
-# speed compiles once; changing them per request would recompile every time.
+# Set to 1 to compile the UNet's transformer blocks with torch.compile on a CUDA GPU, at setup (see
+# CharacterPipeline.compile and warm_up): no request compiles.
 COMPILE_ENV = "CHARACTER_TORCH_COMPILE"
+# Compiled graphs per code object that dynamo keeps before it gives up (its default is 8, and with
+# fullgraph=True a request beyond it would fail). SDXL's BasicTransformerBlock has two widths (640, 1280),
+# and each width has a graph per path (which IP-Adapter scales are 0), per batch (1 without CFG, 2 with)
+# and a static and a dynamic-shape variant (the tiny profile's warm-up makes 16). warm_up() makes them all.
+RECOMPILE_LIMIT = 64
+# Two sizes, two prompt lengths and two values of every adapter scale during the warm-up: dynamo compiles
+# the first call of a graph for its exact shapes and scale values, and on the first change marks those
+# dimensions and floats dynamic; after the warm-up no size, prompt length or scale recompiles.
+WARM_UP_SIZES = ((1024, 1024), (1152, 896))
+WARM_UP_PROMPTS = ("a portrait photo of a character", " ".join(["a detailed photo of a character"] * 20))
+WARM_UP_SCALE_FACTORS = (1.0, 0.5)
+# Denoising steps per warm-up run: every step calls the same graphs.
+WARM_UP_STEPS = 2
+# The pristine copy of the LoRA-adapted weights (model/merged_loras.py, 4.8 GiB at fp16) stays on a GPU
+# with at least this much memory, where a switch is on-device copies; on a smaller one (24 GB: the
+# production components and the activations leave no 4.8 GiB) it stays in pinned host memory, and a
+# switch copies the changed layers over PCIe (about 0.1 s for all of them at 50 GB/s: a prediction).
+PRISTINE_ON_GPU_MIN_GIB = 40.0
 
 
 @dataclass(frozen=True)
@@ -97,8 +117,22 @@ class GenerationSettings:
         return self.init_image is not None
 
 
+@dataclass(frozen=True)
+class WarmUp:
+    """What CharacterPipeline.warm_up ran: pipeline calls, wall seconds, and the graphs dynamo compiled
+    (0 when the UNet is not compiled)."""
+
+    runs: int
+    seconds: float
+    compiled: bool
+    graphs: int
+
+
 class CharacterPipeline:
     """SDXL + FaceID Plus v2 loaded once; generate() runs one request on it."""
+
+    # True once compile() has run.
+    compiled = False
 
     def __init__(
         self,
@@ -109,12 +143,18 @@ class CharacterPipeline:
         self.text_to_image = text_to_image
         self.inpaint = inpaint
         self.device = device
+        # The UNet's LoRAs, merged into its weights per request; taken from the peft adapters that
+        # from_sdxl attached (which also unloads those), or empty for a UNet without LoRAs.
+        self.loras = MergedLoras.take_from(text_to_image.unet, _pristine_device(device))
+        _project_once_per_request(text_to_image.unet)
         # Kept from the folder's scheduler: each request gets a fresh scheduler built from it.
         self._scheduler_class = type(text_to_image.scheduler)
         self._scheduler_config = text_to_image.scheduler.config
 
     @classmethod
     def load(cls, layout: WeightsLayout, device: torch.device, dtype: torch.dtype) -> CharacterPipeline:
+        """Load the folder's weights; on CUDA apply the GPU settings, and compile when COMPILE_ENV=1
+        (the caller then runs warm_up() before serving: CharacterService.load does)."""
         text_to_image = StableDiffusionXLPipeline.from_pretrained(
             layout.sdxl,
             vae=AutoencoderKL.from_pretrained(layout.vae, dtype=dtype),
@@ -135,7 +175,62 @@ class CharacterPipeline:
         if device.type == "cuda":
             # After the adapters are attached, so that their layers get the same treatment.
             apply_gpu_settings(character.text_to_image)
+            if os.environ.get(COMPILE_ENV) == "1":
+                character.compile()
         return character
+
+    def compile(self, backend: str = "inductor") -> None:
+        """Regional compilation: each of the UNet's transformer blocks is compiled (diffusers'
+        compile_repeated_blocks, torch.compile's default mode), the rest runs eagerly.
+
+        The blocks of one width share their graphs, so compiling takes seconds rather than the minutes
+        of the whole UNet. Nothing compiles here: the first calls do, so run warm_up() before serving.
+        The merged LoRA weights are plain parameter values, so switching them recompiles nothing.
+        backend: torch.compile's ("eager" or "aot_eager" trace without generating code, for tests).
+        """
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
+        # In place: the inpaint pipeline (from_pipe) holds the same UNet object, so it runs compiled too.
+        self.text_to_image.unet.compile_repeated_blocks(fullgraph=True, backend=backend)
+        self.compiled = True
+        log.info("UNet transformer blocks set to compile (torch.compile, backend %s) at warm-up", backend)
+
+    def warm_up(
+        self,
+        sizes: tuple[tuple[int, int], ...] = WARM_UP_SIZES,
+        steps: int = WARM_UP_STEPS,
+        appearance_with_face: float = 0.0,
+    ) -> WarmUp:
+        """Run every speed on every path (face, appearance, and face with appearance when configured),
+        text-to-image and inpainting, so that no request pays for compilation or first-call work.
+
+        Two rounds: the second at another size, with a longer prompt and other adapter scales, so that
+        a compiled graph takes any size, prompt length and scale afterwards (see WARM_UP_SIZES). On an
+        uncompiled pipeline it still does the first-call work (CUDA kernels and the allocator's pool).
+        steps: denoising steps per run (each step calls the same graphs). Returns what it ran and took.
+        """
+        from torch._dynamo.utils import counters
+
+        graphs_before = counters["stats"]["unique_graphs"]
+        started = time.perf_counter()
+        runs = 0
+        for identity, crop, settings in warm_up_requests(sizes, steps, appearance_with_face):
+            self.generate(identity, crop, settings)
+            runs += 1
+        result = WarmUp(
+            runs=runs,
+            seconds=time.perf_counter() - started,
+            compiled=self.compiled,
+            graphs=counters["stats"]["unique_graphs"] - graphs_before,
+        )
+        log.info(
+            "Warm-up: %d runs (every speed, path, text-to-image and inpainting) in %.1f s; compiled %s, "
+            "%d new graphs",
+            result.runs,
+            result.seconds,
+            result.compiled,
+            result.graphs,
+        )
+        return result
 
     @classmethod
     def from_sdxl(
@@ -153,50 +248,13 @@ class CharacterPipeline:
         Separate from load() so that the real-size wiring test attaches real-shape checkpoints to
         empty real-size modules through this same code.
         """
-        sources, weight_names = [], []
-        for checkpoint, file_name in (
-            (faceid_checkpoint, FACEID_ADAPTER_FILE),
-            (appearance_checkpoint, APPEARANCE_ADAPTER_FILE),
-        ):
-            # A .bin goes through diffusers' load_state_dict, which uses torch.load(weights_only=True).
-            is_file = isinstance(checkpoint, Path)
-            sources.append(str(checkpoint.parent) if is_file else checkpoint)
-            weight_names.append(checkpoint.name if is_file else file_name)
-        # Both adapters in one call: a second call would replace the first. The image encoder is already
-        # registered, so image_encoder_folder=None loads nothing more. This also loads FaceID's LoRA into
-        # the UNet, as the peft adapter FACEID_LORA_ADAPTER.
-        text_to_image.load_ip_adapter(
-            sources, subfolder=["", ""], weight_name=weight_names, image_encoder_folder=None
-        )
-        if turbo_lora is not None:
-            # Both LoRAs stay separate peft adapters (never fused into the weights), so that switching
-            # speed is only set_adapters: no reload, and no rounding left behind by unfusing.
-            # lora_state_dict converts the kohya key names; loading into the UNet alone (the file has no
-            # text-encoder part) spares a warning per text encoder.
-            if isinstance(turbo_lora, Path):
-                state_dict, alphas = text_to_image.lora_state_dict(
-                    str(turbo_lora.parent), weight_name=turbo_lora.name
-                )
-            else:
-                state_dict, alphas = text_to_image.lora_state_dict(turbo_lora)
-            # low_cpu_mem_usage assigns the tensors instead of copying them into fresh ones: one copy
-            # in memory, and it works on the meta device (as load_ip_adapter does for the FaceID LoRA).
-            text_to_image.load_lora_into_unet(
-                state_dict,
-                alphas,
-                text_to_image.unet,
-                adapter_name=TURBO_LORA_ADAPTER,
-                _pipeline=text_to_image,
-                low_cpu_mem_usage=True,
-            )
-            # Loading made the turbo adapter the only active one; until a request sets its own, the
-            # pipeline is in load_ip_adapter's state (FaceID LoRA only), as without the turbo LoRA.
-            text_to_image.set_adapters([FACEID_LORA_ADAPTER], adapter_weights=[1.0])
+        attach_adapters(text_to_image, faceid_checkpoint, appearance_checkpoint, turbo_lora)
         # from_pipe casts the shared modules to its dtype argument (float32 by default), so pass ours.
         inpaint = StableDiffusionXLInpaintPipeline.from_pipe(text_to_image, dtype=dtype)
         for pipe in (text_to_image, inpaint):
             # Progress goes to on_step (the server's metrics and log lines), not to tqdm bars on stderr.
             pipe.set_progress_bar_config(disable=True)
+        # The constructor takes both LoRAs (peft adapters until then) into MergedLoras.
         return cls(text_to_image, inpaint, device)
 
     @property
@@ -248,7 +306,9 @@ class CharacterPipeline:
         scales[FACEID_ADAPTER_INDEX] = settings.ip_adapter_scale
         scales[APPEARANCE_ADAPTER_INDEX] = settings.appearance_scale
         pipe.set_ip_adapter_scale(scales)
-        self._set_loras(pipe, settings)
+        self._set_loras(settings)
+        # The image tokens are projected once per pipeline call (see _project_once_per_request).
+        unet.encoder_hid_proj.forget()
         # Every adapter's projection runs on every step, so each gets tokens; an unused one gets zeros
         # (its attention is skipped at scale 0) instead of an image encoder pass.
         face_tokens = self._clip_tokens(pipe, face_crop, guided) if has_face else None
@@ -302,29 +362,20 @@ class CharacterPipeline:
 
     @property
     def has_turbo_lora(self) -> bool:
-        return TURBO_LORA_ADAPTER in getattr(self.text_to_image.unet, "peft_config", {})
+        return TURBO_LORA_ADAPTER in self.loras.adapters
 
-    def _set_loras(self, pipe, settings: GenerationSettings) -> None:
-        """Activate exactly this request's LoRAs at its weights.
+    def _set_loras(self, settings: GenerationSettings) -> None:
+        """Merge exactly this request's LoRAs at its weights into the UNet (shared by both pipelines).
 
-        Set on every call: load_ip_adapter re-activates only its own LoRA, and whatever the previous
-        request activated would otherwise carry over. An adapter at weight 0 is left inactive rather
-        than run at weight 0: the same image, without its compute. With none active (no face, no turbo)
-        the LoRA layers are switched off, and switched back on by the next request that needs them.
+        Called on every request; the weights change only when the set differs from the merged one (the
+        path, the speed, and the style's FaceID LoRA factor decide it). An adapter at weight 0 is left
+        out: the base weights, not a zero delta.
         """
-        adapters = {}
-        if settings.faceid_lora_scale:
-            adapters[FACEID_LORA_ADAPTER] = settings.faceid_lora_scale
-        if settings.turbo_lora_scale:
-            if not self.has_turbo_lora:
-                raise ValueError(f"the turbo LoRA is not loaded (expected {TURBO_LORA_FILE})")
-            adapters[TURBO_LORA_ADAPTER] = settings.turbo_lora_scale
-        if not adapters:
-            pipe.unet.disable_lora()
-            return
-        # set_adapters activates adapters but does not undo disable_lora().
-        pipe.unet.enable_lora()
-        pipe.set_adapters(list(adapters), adapter_weights=list(adapters.values()))
+        if settings.turbo_lora_scale and not self.has_turbo_lora:
+            raise ValueError(f"the turbo LoRA is not loaded (expected {TURBO_LORA_FILE})")
+        self.loras.use(
+            {FACEID_LORA_ADAPTER: settings.faceid_lora_scale, TURBO_LORA_ADAPTER: settings.turbo_lora_scale}
+        )
 
     def _id_embeds(
         self, identity_embedding: np.ndarray | None, dtype: torch.dtype, guided: bool
@@ -357,8 +408,137 @@ class CharacterPipeline:
         return tokens[:, None]
 
 
+def _pristine_device(device: torch.device) -> torch.device:
+    """Where the pristine copy of the LoRA-adapted weights lives (see PRISTINE_ON_GPU_MIN_GIB)."""
+    if device.type != "cuda":
+        return device
+    total_gib = torch.cuda.get_device_properties(device).total_memory / 2**30  # GPU only
+    return device if total_gib >= PRISTINE_ON_GPU_MIN_GIB else torch.device("cpu")
+
+
+def warm_up_requests(
+    sizes: tuple[tuple[int, int], ...], steps: int, appearance_with_face: float
+) -> list[tuple[np.ndarray | None, Image.Image | None, GenerationSettings]]:
+    """The warm-up's requests, as generate() arguments: per round (a size, a prompt, a scale factor),
+    every speed x path (face, appearance, face with appearance when configured) x text-to-image and
+    inpainting, at the speed's schedule cut to `steps` steps."""
+    rng = np.random.default_rng(0)
+    embedding = rng.standard_normal(512).astype(np.float32)
+    embedding /= np.linalg.norm(embedding)
+    image = Image.fromarray(rng.integers(0, 256, (224, 224, 3), dtype=np.uint8), "RGB")
+    # (identity embedding, face crop, appearance image, appearance scale or None for the speed's) per path.
+    paths = [(embedding, image, None, None), (None, None, image, None)]
+    if appearance_with_face:
+        paths.append((embedding, image, image, appearance_with_face))
+    requests = []
+    for index, (width, height) in enumerate(sizes):
+        factor = WARM_UP_SCALE_FACTORS[index % len(WARM_UP_SCALE_FACTORS)]
+        mask = Image.new("L", (width, height), 0)
+        mask.paste(255, (width // 4, height // 4, 3 * width // 4, 3 * height // 4))
+        for speed in SPEEDS.values():
+            for identity, crop, appearance, appearance_scale in paths:
+                face = 1.0 if identity is not None else 0.0
+                base = speed.appearance_scale
+                settings = GenerationSettings(
+                    prompt=WARM_UP_PROMPTS[index % len(WARM_UP_PROMPTS)],
+                    negative_prompt="blurry",
+                    width=width,
+                    height=height,
+                    seed=len(requests),
+                    **(speed.schedule() | {"num_inference_steps": min(steps, speed.num_inference_steps)}),
+                    ip_adapter_scale=speed.ip_adapter_scale * factor * face,
+                    faceid_lora_scale=speed.faceid_lora_scale * factor * face,
+                    face_structure_scale=speed.face_structure_scale * factor * face,
+                    appearance_image=appearance,
+                    appearance_scale=0.0 if appearance is None else factor * (appearance_scale or base),
+                )
+                inpainting = dataclasses.replace(
+                    settings, init_image=Image.new("RGB", (width, height), "grey"), mask_image=mask
+                )
+                requests += [(identity, crop, settings), (identity, crop, inpainting)]
+    return requests
+
+
+def attach_adapters(
+    text_to_image: StableDiffusionXLPipeline,
+    faceid_checkpoint: Path | dict[str, dict[str, torch.Tensor]],
+    appearance_checkpoint: Path | dict[str, dict[str, torch.Tensor]],
+    turbo_lora: Path | dict[str, torch.Tensor] | None = None,
+) -> None:
+    """Load both IP-Adapters into the pipeline with diffusers' loaders, and the LoRAs into its UNet as peft
+    adapters (FACEID_LORA_ADAPTER, TURBO_LORA_ADAPTER), unmerged: the state CharacterPipeline starts from,
+    and the unmerged reference that tests compare the merged weights with."""
+    sources, weight_names = [], []
+    for checkpoint, file_name in (
+        (faceid_checkpoint, FACEID_ADAPTER_FILE),
+        (appearance_checkpoint, APPEARANCE_ADAPTER_FILE),
+    ):
+        # A .bin goes through diffusers' load_state_dict, which uses torch.load(weights_only=True).
+        is_file = isinstance(checkpoint, Path)
+        sources.append(str(checkpoint.parent) if is_file else checkpoint)
+        weight_names.append(checkpoint.name if is_file else file_name)
+    # Both adapters in one call: a second call would replace the first. The image encoder is already
+    # registered, so image_encoder_folder=None loads nothing more. This also loads FaceID's LoRA into
+    # the UNet, as the peft adapter FACEID_LORA_ADAPTER.
+    text_to_image.load_ip_adapter(
+        sources, subfolder=["", ""], weight_name=weight_names, image_encoder_folder=None
+    )
+    if turbo_lora is not None:
+        # lora_state_dict converts the kohya key names; loading into the UNet alone (the file has no
+        # text-encoder part) spares a warning per text encoder.
+        if isinstance(turbo_lora, Path):
+            state_dict, alphas = text_to_image.lora_state_dict(
+                str(turbo_lora.parent), weight_name=turbo_lora.name
+            )
+        else:
+            state_dict, alphas = text_to_image.lora_state_dict(turbo_lora)
+        # low_cpu_mem_usage assigns the tensors instead of copying them into fresh ones: one copy
+        # in memory, and it works on the meta device (as load_ip_adapter does for the FaceID LoRA).
+        text_to_image.load_lora_into_unet(
+            state_dict,
+            alphas,
+            text_to_image.unet,
+            adapter_name=TURBO_LORA_ADAPTER,
+            _pipeline=text_to_image,
+            low_cpu_mem_usage=True,
+        )
+
+
+class _ProjectedOncePerCall(MultiIPAdapterImageProjection):
+    """The UNet's image projection (both adapters' projection layers), run once per pipeline call.
+
+    The pipeline hands the UNet the same image_embeds list at every denoising step, and the tokens
+    projected from it do not change between steps; diffusers projects them again at each step (the
+    FaceID projection and IP-Adapter Plus's 4-layer resampler: about 150 operators per UNet call). This
+    keeps the last input list and its tokens, and returns them while the same list object comes back.
+    prepare() calls forget(), because the FaceID projection also reads per-request attributes
+    (clip_embeds, shortcut_scale). Nothing in diffusers does this, hence our own class; it subclasses
+    diffusers' so that the module names, the weights and everything else stay the same.
+    """
+
+    def forget(self) -> None:
+        self._last: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None
+
+    def forward(self, image_embeds: list[torch.Tensor]) -> list[torch.Tensor]:
+        last = getattr(self, "_last", None)
+        if last is not None and last[0] is image_embeds:
+            return last[1]
+        projected = super().forward(image_embeds)
+        # Holding the list keeps it alive, so its identity cannot pass to another list.
+        self._last = (image_embeds, projected)
+        return projected
+
+
+def _project_once_per_request(unet) -> None:
+    """Replace the UNet's image projection by a _ProjectedOncePerCall over the same projection layers."""
+    projection = unet.encoder_hid_proj
+    if type(projection) is MultiIPAdapterImageProjection:
+        unet.encoder_hid_proj = _ProjectedOncePerCall(projection.image_projection_layers)
+        unet.encoder_hid_proj.forget()
+
+
 def apply_gpu_settings(pipe: StableDiffusionXLPipeline) -> None:
-    """CUDA-only inference settings: channels-last convolutions and, when asked, a compiled UNet.
+    """CUDA-only inference settings: channels-last convolutions (compilation: CharacterPipeline.compile).
 
     The weights are already fp16 (serving_device) with the fp16-fix VAE, and diffusers' default
     attention processors on torch 2 use scaled_dot_product_attention (flash / memory-efficient kernels).
@@ -366,7 +546,3 @@ def apply_gpu_settings(pipe: StableDiffusionXLPipeline) -> None:
     """
     pipe.unet.to(memory_format=torch.channels_last)
     pipe.vae.to(memory_format=torch.channels_last)
-    if os.environ.get(COMPILE_ENV) == "1":
-        log.info("Compiling the UNet (%s=1): the first request of each speed compiles", COMPILE_ENV)
-        # In place: the inpaint pipeline (from_pipe) holds the same UNet object, so it runs compiled too.
-        pipe.unet.compile(mode="max-autotune-no-cudagraphs", fullgraph=False)

@@ -111,6 +111,12 @@ class CharacterService:
         timer.lap("load_faces")
         pipeline = CharacterPipeline.load(layout, device=device, dtype=dtype)
         timer.lap("load_pipeline")
+        if device.type == "cuda":
+            # Every speed and path once before the server reports ready: the compilation (when
+            # CHARACTER_TORCH_COMPILE=1) and the first-call work of CUDA happen here, not in a request.
+            # Not on the CPU: nothing is compiled there, and the tests' setups stay short.
+            pipeline.warm_up(appearance_with_face=options.appearance_scale_with_face)
+            timer.lap("warm_up")
         rewriter = PromptRewriter.load(layout, device=device)
         timer.lap("load_prompt_model")
         safety = load_safety_checker(layout.safety_checker, options.safety_checker, device, dtype)

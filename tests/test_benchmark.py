@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from peft.tuners.lora import LoraLayer
 
 from model.layout import TURBO_LORA_FILE
 from model.performance import (
@@ -69,13 +68,8 @@ def test_turbo_costs_at_most_a_fifth_of_default_and_quality_more(flops):
 
 
 def test_lightning_lora_attaches_to_all_788_real_modules(character):
-    turbo_layers = [
-        m
-        for m in character.text_to_image.unet.modules()
-        if isinstance(m, LoraLayer) and TURBO_LORA_ADAPTER in m.lora_A
-    ]
-    assert len(turbo_layers) == 788
-    assert {layer.r[TURBO_LORA_ADAPTER] for layer in turbo_layers} == {LIGHTNING_LORA_RANK}
+    assert character.loras.layer_count(TURBO_LORA_ADAPTER) == 788
+    assert character.loras.ranks(TURBO_LORA_ADAPTER) == {LIGHTNING_LORA_RANK}
 
 
 def test_real_shape_lightning_lora_fills_the_published_file():

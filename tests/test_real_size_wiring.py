@@ -115,12 +115,13 @@ def test_faceid_adapter_and_lora_attach_to_the_real_unet(character):
     assert len(ip_processors) == 70
     assert all(p.to_k_ip[0].in_features == unet.config.cross_attention_dim for p in ip_processors)
 
-    lora_layers = [m for m in unet.modules() if isinstance(m, LoraLayer) and FACEID_LORA_ADAPTER in m.lora_A]
-    assert len(lora_layers) == 4 * 140
-    assert {layer.r[FACEID_LORA_ADAPTER] for layer in lora_layers} == {FACEID_LORA_RANK}
-    assert character.text_to_image.get_active_adapters() == [FACEID_LORA_ADAPTER]
-    # The Turbo speed's LoRA is loaded beside it, unfused and inactive until a Turbo request.
-    assert TURBO_LORA_ADAPTER in unet.peft_config
+    assert character.loras.layer_count(FACEID_LORA_ADAPTER) == 4 * 140
+    assert character.loras.ranks(FACEID_LORA_ADAPTER) == {FACEID_LORA_RANK}
+    # The Turbo speed's LoRA is loaded beside it; neither is merged until a request needs it, and no
+    # peft layer is left in the UNet (the LoRAs are merged into its weights per request).
+    assert character.loras.adapters == {FACEID_LORA_ADAPTER, TURBO_LORA_ADAPTER}
+    assert character.loras.merged == {}
+    assert not any(isinstance(m, LoraLayer) for m in unet.modules())
 
     # from_pipe shares the modules and keeps their dtype (its default would cast them to float32).
     assert character.inpaint.unet is unet

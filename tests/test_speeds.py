@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 from diffusers import DPMSolverMultistepScheduler, EulerDiscreteScheduler, StableDiffusionXLPipeline
-from peft.tuners.lora import LoraLayer
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -31,7 +30,7 @@ EXPECTED = {
         steps=8,
         guidance=0.0,
         evaluations=8,
-        adapters=[FACEID_LORA_ADAPTER, TURBO_LORA_ADAPTER],
+        loras={FACEID_LORA_ADAPTER: 1.0, TURBO_LORA_ADAPTER: 1.0},
     ),
     "Default": dict(
         scheduler=DPMSolverMultistepScheduler,
@@ -39,7 +38,7 @@ EXPECTED = {
         steps=28,
         guidance=6.0,
         evaluations=56,
-        adapters=[FACEID_LORA_ADAPTER],
+        loras={FACEID_LORA_ADAPTER: 1.0},
     ),
     "Quality": dict(
         scheduler=DPMSolverMultistepScheduler,
@@ -47,7 +46,7 @@ EXPECTED = {
         steps=45,
         guidance=6.5,
         evaluations=90,
-        adapters=[FACEID_LORA_ADAPTER],
+        loras={FACEID_LORA_ADAPTER: 1.0},
     ),
 }
 # Small images keep the 28- and 45-step schedules fast on the tiny profile; the schedule is the same.
@@ -106,7 +105,8 @@ def test_speed_row(pipeline, identity, name):
     assert scheduler.config.beta_schedule == "scaled_linear"
     assert inputs["num_inference_steps"] == expected["steps"]
     assert inputs["guidance_scale"] == expected["guidance"]
-    assert pipe.get_active_adapters() == expected["adapters"]
+    # The speed's LoRAs, merged into the UNet's weights at their weights.
+    assert pipeline.loras.merged == expected["loras"]
 
 
 def test_turbo_is_a_fifth_of_default_in_denoiser_evaluations_and_quality_more():
@@ -120,12 +120,7 @@ def test_tiny_turbo_lora_has_the_real_key_names_and_adapts_every_target(tiny_lay
     keys = set(load_file(tiny_layout.turbo_lora_file))
     assert keys == set(lightning_lora_shapes(unet))
     assert all(key.startswith("lora_unet_") for key in keys)
-    turbo_layers = [
-        module
-        for module in pipeline.text_to_image.unet.modules()
-        if isinstance(module, LoraLayer) and TURBO_LORA_ADAPTER in module.lora_A
-    ]
-    assert len(turbo_layers) == len(lightning_lora_targets(unet))
+    assert pipeline.loras.layer_count(TURBO_LORA_ADAPTER) == len(lightning_lora_targets(unet))
 
 
 def test_turbo_lora_changes_the_image(pipeline, identity):

@@ -1,0 +1,99 @@
+"""Regional compilation at setup: after CharacterPipeline.warm_up no request compiles, whatever its speed,
+path, size, prompt length, adapter scales or LoRA set.
+
+dynamo's own counters prove it. The backend is "eager": dynamo traces, guards and caches graphs exactly as
+for inductor, without generating code (inductor's C++ build would take minutes on two cores).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch._dynamo.utils import counters
+
+from model.layout import WeightsLayout
+from model.pipeline import CharacterPipeline, GenerationSettings
+from model.speeds import SPEEDS
+from model.styles import styles
+from model.tiny_profile.sdxl import write_sdxl_components
+from model.tiny_profile.turbo import write_turbo_lora
+
+WARM_UP_SIZES = ((64, 64), (96, 64))
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory) -> tuple[CharacterPipeline, object]:
+    root = tmp_path_factory.mktemp("tiny-weights")
+    write_sdxl_components(root)
+    write_turbo_lora(root)
+    pipeline = CharacterPipeline.load(WeightsLayout(root), torch.device("cpu"), torch.float32)
+    torch._dynamo.reset()
+    pipeline.compile(backend="eager")
+    return pipeline, pipeline.warm_up(sizes=WARM_UP_SIZES, steps=1)
+
+
+def compiled_frames() -> dict[str, int]:
+    return {"unique_graphs": counters["stats"]["unique_graphs"], "calls": counters["stats"]["calls_captured"]}
+
+
+def test_warm_up_runs_every_speed_and_path_and_compiles(compiled):
+    pipeline, warm_up = compiled
+    # Two rounds (sizes) x three speeds x two paths x text-to-image and inpainting.
+    assert warm_up.runs == 2 * len(SPEEDS) * 2 * 2
+    assert warm_up.compiled and pipeline.compiled
+    assert warm_up.graphs > 0
+    print(f"warm-up: {warm_up}")
+
+
+def request(speed: str, face: bool, style: str, size: tuple[int, int], prompt: str, inpaint: bool):
+    rng = np.random.default_rng(7)
+    embedding = rng.standard_normal(512).astype(np.float32)
+    image = Image.fromarray(rng.integers(0, 256, (160, 120, 3), dtype=np.uint8), "RGB")
+    scales = styles()[style].identity_scales(SPEEDS[speed])
+    if face:
+        scales["appearance_scale"] = 0.0
+    else:
+        # Another appearance scale than the warm-up's (the speed's, then half of it).
+        scales = {"ip_adapter_scale": 0.0, "faceid_lora_scale": 0.0, "face_structure_scale": 0.0}
+        scales["appearance_scale"] = 0.8 if style == "Fiction" else 0.45
+    width, height = size
+    settings = GenerationSettings(
+        prompt=prompt,
+        negative_prompt="blurry, low quality",
+        width=width,
+        height=height,
+        seed=3,
+        **(SPEEDS[speed].schedule() | {"num_inference_steps": 2}),
+        **scales,
+        appearance_image=None if face else image,
+    )
+    if inpaint:
+        mask = Image.new("L", size, 0)
+        mask.paste(255, (8, 8, width - 8, height - 8))
+        settings = dataclasses.replace(settings, init_image=Image.new("RGB", size, "white"), mask_image=mask)
+    identity = (embedding / np.linalg.norm(embedding), image) if face else (None, None)
+    return identity, settings
+
+
+def test_no_request_compiles_after_the_warm_up(compiled):
+    pipeline, _ = compiled
+    before = compiled_frames()
+    # Sizes, prompt lengths, styles (other adapter scales and FaceID LoRA weights) that the warm-up
+    # did not use, on every speed and path, text-to-image and inpainting.
+    cases = [
+        ("Turbo", True, "Fiction", (128, 96), "a knight", False),
+        ("Default", False, "Realistic", (64, 128), "a knight " * 30, True),
+        ("Quality", True, "Realistic", (96, 96), "a knight in a castle", True),
+        ("Turbo", False, "Fiction", (64, 96), "a knight " * 12, True),
+        ("Default", True, "Fiction", (128, 64), "a dragon", False),
+        ("Quality", False, "Fiction", (128, 128), "a dragon", False),
+    ]
+    for case in cases:
+        identity, settings = request(*case)
+        image = pipeline.generate(*identity, settings)
+        assert image.size == settings.init_image.size if settings.inpainting else case[3]
+    assert compiled_frames() == before
