@@ -29,7 +29,7 @@ from model.layout import WeightsLayout
 from model.magic_prompt import PromptRewriter, magic_prompt
 from model.memory import release_freed_memory
 from model.pipeline import CharacterPipeline, GenerationSettings
-from model.reference import REFERENCE_INPUT, CharacterReference, read_reference
+from model.reference import REFERENCE_INPUT, REFERENCE_PIXELS, CharacterReference, read_reference
 from model.request import Request
 from model.safety import SafetyChecker, load_safety_checker, safety_checker_enabled
 from model.speeds import SPEEDS
@@ -134,7 +134,9 @@ class CharacterService:
         started = time.perf_counter()
         timer = StageTimer()
         log.info("Generating...")
-        reference_image = load_image(request.reference_image, REFERENCE_INPUT)
+        reference_image = load_image(
+            request.reference_image, REFERENCE_INPUT, reduce_to_pixels=REFERENCE_PIXELS
+        )
         timer.lap("read_inputs")
         reference = read_reference(
             reference_image, self.faces, appearance_with_face=self.options.appearance_scale_with_face > 0

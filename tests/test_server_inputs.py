@@ -8,6 +8,7 @@ in one sentence (no traceback) and leave the server READY.
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import struct
 import zipfile
@@ -16,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+import pillow_heif
 import psutil
 import pytest
 from PIL import Image, ImageDraw
@@ -90,6 +92,37 @@ def exif_rotated(image: Image.Image) -> bytes:
     exif = Image.Exif()
     exif[0x0112] = 6
     return encoded(image.transpose(Image.Transpose.ROTATE_90), "JPEG", exif=exif, quality=92)
+
+
+def heic(image: Image.Image, orientation: int = 1) -> bytes:
+    """HEIC encoded by pillow-heif. With an orientation, stored as a phone stores it: the pixels turned as
+    the EXIF tag says (as exif_rotated's), and the turn written both in EXIF and as HEIF's rotation box."""
+    pillow_heif.register_heif_opener()
+    stored = {1: image, 6: image.transpose(Image.Transpose.ROTATE_90)}[orientation]
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    # EXIF as bytes: pillow-heif reads the orientation it writes as a rotation box from bytes only.
+    return encoded(stored, "HEIF", exif=exif.tobytes(), quality=90)
+
+
+@functools.cache
+def camera_jpeg(portrait_bytes: bytes, width: int, height: int) -> bytes:
+    """A baseline JPEG of width x height as a phone writes it: the portrait, scaled up to a third of the
+    height, on a grey wall. Encoded once per size and session (16320x12240 takes about 2 s and 600 MB)."""
+    portrait = Image.open(io.BytesIO(portrait_bytes))
+    canvas = Image.new("RGB", (width, height), (200, 200, 205))
+    side = height // 3
+    canvas.paste(portrait.resize((side, side), Image.Resampling.NEAREST), ((width - side) // 2, side))
+    return encoded(canvas, "JPEG", quality=80)
+
+
+def jpeg_declaring(width: int, height: int, progressive: bool = False) -> bytes:
+    """A small JPEG whose frame header declares width x height; refused from the header, never decoded."""
+    data = bytearray(encoded(Image.new("RGB", (16, 16), (128, 64, 32)), "JPEG", progressive=progressive))
+    start = data.index(b"\xff\xc2" if progressive else b"\xff\xc0")
+    # SOF: marker, length (2 bytes), precision (1), height (2), width (2).
+    data[start + 5 : start + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
 
 
 def two_people(portrait: Image.Image) -> Image.Image:
