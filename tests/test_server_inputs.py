@@ -20,9 +20,9 @@ import numpy as np
 import pillow_heif
 import psutil
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageOps
 
-from tests.conftest import ROOT, data_uri, decode_image, pixels
+from tests.conftest import ROOT, data_uri, decode_image, pixels, png_bytes
 from tests.test_reference import cartoon_robot
 
 pytestmark = pytest.mark.server
@@ -125,6 +125,12 @@ def jpeg_declaring(width: int, height: int, progressive: bool = False) -> bytes:
     return bytes(data)
 
 
+def decoded(content: bytes) -> Image.Image:
+    """A file's upright pixels as the server's loader reads them (HEIF included)."""
+    pillow_heif.register_heif_opener()
+    return ImageOps.exif_transpose(Image.open(io.BytesIO(content)))
+
+
 def two_people(portrait: Image.Image) -> Image.Image:
     canvas = Image.new("RGB", (760, 512), (235, 235, 240))
     canvas.paste(portrait, (0, 0))
@@ -141,6 +147,14 @@ def centre_mask(size: tuple[int, int], keep: int = 255, regenerate: int = 0) -> 
     mask = Image.new("L", size, keep)
     w, h = size
     ImageDraw.Draw(mask).rectangle((w // 4, h // 4, 3 * w // 4, 3 * h // 4), fill=regenerate)
+    return mask
+
+
+def hole_mask(size: tuple[int, int]) -> Image.Image:
+    """Keep all but a centred hole of an eighth of each side: a small edit in a large photo."""
+    mask = Image.new("L", size, 255)
+    w, h = size
+    ImageDraw.Draw(mask).rectangle((w * 7 // 16, h * 7 // 16, w * 9 // 16, h * 9 // 16), fill=0)
     return mask
 
 
@@ -211,6 +225,24 @@ def prompt(text: str, **more) -> Inputs:
 
 
 LARGE = (4000, 3000)
+# Phone photos: the 200 MP sensor and the 50 MP mode of current phones; a rotated HEIC as an iPhone stores it.
+SENSOR_200MP = (16320, 12240)
+MODE_50MP = (8160, 6144)
+HEIC_LANDSCAPE = (384, 288)
+
+
+def phone_jpeg(size: tuple[int, int]) -> Callable[[Image.Image], bytes]:
+    return lambda portrait: camera_jpeg(png_bytes(portrait), *size)
+
+
+def rotated_heic_photo(portrait: Image.Image) -> bytes:
+    return heic(portrait.resize(HEIC_LANDSCAPE), orientation=6)
+
+
+def heic_mask(size: tuple[int, int]) -> bytes:
+    return heic(centre_mask(size))
+
+
 # A real image on the server's disk, outside the folder Cog downloads inputs into.
 SERVER_IMAGE = ROOT / "evaluation" / "references" / "eileen_collins.jpg"
 CASES = [
@@ -226,9 +258,11 @@ CASES = [
     Case("zero-byte file", reference(lambda p: uri(b"", "image/png")),
          "fails: character_reference_image is not a readable image (the file is empty)"),
     Case("PNG declaring 30000x30000", reference(lambda p: uri(png_declaring(30000, 30000), "image/png")),
-         "fails: character_reference_image is larger than 40 megapixels"),
-    Case("PNG declaring 8000x6000", reference(lambda p: uri(png_declaring(8000, 6000), "image/png")),
-         "fails: character_reference_image is 8000x6000 pixels (48.0 megapixels), more than the 40"),
+         "fails: character_reference_image is larger than 268 megapixels"),
+    Case("PNG declaring 16320x12240 (200 MP)",
+         reference(lambda p: uri(png_declaring(*SENSOR_200MP), "image/png")),
+         "fails: character_reference_image is 16320x12240 pixels (199.8 megapixels), more than the 50 "
+         "megapixels this server decodes at full size"),
     Case("path of an image on the server", reference(lambda p: str(SERVER_IMAGE)),
          "fails: character_reference_image names no file sent with the request"),
     Case("path that names no file", reference(lambda p: "reference.png"),
@@ -252,6 +286,31 @@ CASES = [
          "succeeds: first frame, face found", logs_contain("Adapters: FaceID 1.00")),
     Case("EXIF-rotated JPEG reference", reference(lambda p: uri(exif_rotated(p), "image/jpeg")),
          "succeeds: turned upright, face found", logs_contain("Adapters: FaceID 1.00")),
+    # --- Phone photos
+    Case("HEIC reference", reference(lambda p: uri(heic(p), "image/heic")),
+         "succeeds: face found", logs_contain("Adapters: FaceID 1.00")),
+    Case("16320x12240 JPEG reference (200 MP)",
+         reference(lambda p: uri(phone_jpeg(SENSOR_200MP)(p), "image/jpeg")),
+         "succeeds: read at 1/4 scale, face found",
+         logs_contain("(16320x12240) at 1/4 scale: 4080x3060", "Adapters: FaceID 1.00")),
+    Case("EXIF-rotated HEIC image, HEIC mask",
+         lambda p: {"prompt": "the character standing here", "character_reference_image": data_uri(p),
+                    "image": uri(rotated_heic_photo(p), "image/heic"),
+                    "mask": uri(heic_mask(HEIC_LANDSCAPE), "image/heic")},
+         "succeeds: turned upright, white pixels kept exactly",
+         keeps_white_pixels(lambda p: decoded(rotated_heic_photo(p)), lambda s: decoded(heic_mask(s)))),
+    Case("8160x6144 JPEG image (50 MP)",
+         lambda p: {"prompt": "the character standing here", "character_reference_image": data_uri(p),
+                    "image": uri(phone_jpeg(MODE_50MP)(p), "image/jpeg"),
+                    "mask": data_uri(hole_mask(MODE_50MP))},
+         "succeeds: output 8160x6144, white pixels kept exactly",
+         keeps_white_pixels(lambda p: decoded(phone_jpeg(MODE_50MP)(p)), hole_mask)),
+    Case("16320x12240 JPEG image (200 MP)",
+         lambda p: {"prompt": "x", "character_reference_image": data_uri(p),
+                    "image": uri(jpeg_declaring(*SENSOR_200MP), "image/jpeg"),
+                    "mask": data_uri(centre_mask((64, 64)))},
+         "fails: image is 16320x12240 pixels (199.8 megapixels), more than the 50 megapixels this server "
+         "accepts"),
     # --- Faces in the reference
     Case("cartoon, no human face", reference(lambda p: data_uri(cartoon_robot())),
          "succeeds: appearance path, logged",
