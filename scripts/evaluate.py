@@ -43,6 +43,7 @@ from model.evaluation import (  # noqa: E402
 )
 from model.images import load_image  # noqa: E402
 from model.layout import WeightsLayout  # noqa: E402
+from model.reference import REFERENCE_PIXELS  # noqa: E402
 from model.request import build_request  # noqa: E402
 from model.sizes import ASPECT_RATIO_SIZES  # noqa: E402
 from model.speeds import SPEEDS  # noqa: E402
@@ -51,7 +52,7 @@ from model.weights import TINY, check_evaluation_weights  # noqa: E402
 
 REFERENCES = ROOT / "evaluation" / "references"
 PROMPTS = ROOT / "evaluation" / "prompts.txt"
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif")
 MAGIC_PROMPT_OPTIONS = ("Auto", "On", "Off")
 TINY_WARNING = (
     "WARNING: tiny profile (random weights): every score below is meaningless. This run only proves that "
@@ -126,7 +127,8 @@ def main(argv: list[str] | None = None) -> dict:
     # Every reference must pass the pipeline's own face check before minutes of generation are spent.
     loaded = []
     for reference_path in references:
-        reference = load_image(reference_path, str(reference_path))
+        # Read as the service reads a reference (model/service.py).
+        reference = load_image(reference_path, str(reference_path), reduce_to_pixels=REFERENCE_PIXELS)
         service.faces.analyze(reference, input_name=str(reference_path))
         reference_embedding = embedder.embed(reference)
         if reference_embedding is None:

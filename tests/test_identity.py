@@ -18,13 +18,14 @@ from skimage import data
 
 from model.errors import InputError, WeightsError
 from model.identity import FaceAnalyzer, Identity, NoUsableFace, cosine_similarity
-from model.images import MAX_INPUT_PIXELS, load_image, load_mask
+from model.images import MAX_DECODED_PIXELS, load_image, load_mask
 from model.layout import FACE_DETECTOR_FILE, FACE_RECOGNIZER_FILE
 from model.tiny_profile.faces import write_face_models
 from tests.test_server_inputs import (
     animated,
     encoded,
     exif_rotated,
+    heic,
     palette_with_transparency,
     sixteen_bit,
     with_alpha,
@@ -335,13 +336,13 @@ def broken_png(astronaut, path):
 def test_unreadable_files_are_input_errors_naming_the_input(astronaut, tmp_path, write, loader):
     path = tmp_path / "upload.jpg"
     write(astronaut, path)
-    with pytest.raises(InputError, match=f"^{REFERENCE} is not a readable image .*JPEG, PNG or WebP"):
+    with pytest.raises(InputError, match=f"^{REFERENCE} is not a readable image .*JPEG, PNG, WebP or HEIC"):
         loader(path, REFERENCE)
 
 
 def test_images_over_the_pixel_limit_are_refused_before_decoding(tmp_path):
     width = 8000
-    height = MAX_INPUT_PIXELS // width + 1
+    height = MAX_DECODED_PIXELS // width + 1
     path = tmp_path / "huge.png"
     Image.new("1", (width, height)).save(path)
     started = time.perf_counter()
@@ -362,6 +363,8 @@ ODD_FILES = {
     "animated GIF": lambda p: animated(p, "GIF"),
     "animated WebP": lambda p: animated(p, "WEBP"),
     "EXIF-rotated JPEG": exif_rotated,
+    "HEIC": heic,
+    "EXIF-rotated HEIC": lambda p: heic(p, orientation=6),
 }
 
 

@@ -8,6 +8,7 @@ the input in one sentence (no traceback) and leave the server READY.
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import struct
 import zipfile
@@ -16,12 +17,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+import pillow_heif
 import psutil
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageOps
 
 from tests.colour_profiles import display_p3_profile
-from tests.conftest import ROOT, data_uri, decode_image, pixels
+from tests.conftest import ROOT, data_uri, decode_image, pixels, png_bytes
 from tests.test_reference import cartoon_robot
 
 pytestmark = pytest.mark.server
@@ -93,6 +95,43 @@ def exif_rotated(image: Image.Image) -> bytes:
     return encoded(image.transpose(Image.Transpose.ROTATE_90), "JPEG", exif=exif, quality=92)
 
 
+def heic(image: Image.Image, orientation: int = 1) -> bytes:
+    """HEIC encoded by pillow-heif. With an orientation, stored as a phone stores it: the pixels turned as
+    the EXIF tag says (as exif_rotated's), and the turn written both in EXIF and as HEIF's rotation box."""
+    pillow_heif.register_heif_opener()
+    stored = {1: image, 6: image.transpose(Image.Transpose.ROTATE_90)}[orientation]
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    # EXIF as bytes: pillow-heif reads the orientation it writes as a rotation box from bytes only.
+    return encoded(stored, "HEIF", exif=exif.tobytes(), quality=90)
+
+
+@functools.cache
+def camera_jpeg(portrait_bytes: bytes, width: int, height: int) -> bytes:
+    """A baseline JPEG of width x height as a phone writes it: the portrait, scaled up to a third of the
+    height, on a grey wall. Encoded once per size and session (16320x12240 takes about 2 s and 600 MB)."""
+    portrait = Image.open(io.BytesIO(portrait_bytes))
+    canvas = Image.new("RGB", (width, height), (200, 200, 205))
+    side = height // 3
+    canvas.paste(portrait.resize((side, side), Image.Resampling.NEAREST), ((width - side) // 2, side))
+    return encoded(canvas, "JPEG", quality=80)
+
+
+def jpeg_declaring(width: int, height: int, progressive: bool = False) -> bytes:
+    """A small JPEG whose frame header declares width x height; refused from the header, never decoded."""
+    data = bytearray(encoded(Image.new("RGB", (16, 16), (128, 64, 32)), "JPEG", progressive=progressive))
+    start = data.index(b"\xff\xc2" if progressive else b"\xff\xc0")
+    # SOF: marker, length (2 bytes), precision (1), height (2), width (2).
+    data[start + 5 : start + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+
+def decoded(content: bytes) -> Image.Image:
+    """A file's upright pixels as the server's loader reads them (HEIF included)."""
+    pillow_heif.register_heif_opener()
+    return ImageOps.exif_transpose(Image.open(io.BytesIO(content)))
+
+
 def two_people(portrait: Image.Image) -> Image.Image:
     canvas = Image.new("RGB", (760, 512), (235, 235, 240))
     canvas.paste(portrait, (0, 0))
@@ -109,6 +148,14 @@ def centre_mask(size: tuple[int, int], keep: int = 255, regenerate: int = 0) -> 
     mask = Image.new("L", size, keep)
     w, h = size
     ImageDraw.Draw(mask).rectangle((w // 4, h // 4, 3 * w // 4, 3 * h // 4), fill=regenerate)
+    return mask
+
+
+def hole_mask(size: tuple[int, int]) -> Image.Image:
+    """Keep all but a centred hole of an eighth of each side: a small edit in a large photo."""
+    mask = Image.new("L", size, 255)
+    w, h = size
+    ImageDraw.Draw(mask).rectangle((w * 7 // 16, h * 7 // 16, w * 9 // 16, h * 9 // 16), fill=0)
     return mask
 
 
@@ -283,6 +330,24 @@ def region_400(size: tuple[int, int]) -> Image.Image:
     return mask
 
 
+# Phone photos: the 200 MP sensor and the 50 MP mode of current phones; a rotated HEIC as an iPhone stores it.
+SENSOR_200MP = (16320, 12240)
+MODE_50MP = (8160, 6144)
+HEIC_LANDSCAPE = (384, 288)
+
+
+def phone_jpeg(size: tuple[int, int]) -> Callable[[Image.Image], bytes]:
+    return lambda portrait: camera_jpeg(png_bytes(portrait), *size)
+
+
+def rotated_heic_photo(portrait: Image.Image) -> bytes:
+    return heic(portrait.resize(HEIC_LANDSCAPE), orientation=6)
+
+
+def heic_mask(size: tuple[int, int]) -> bytes:
+    return heic(centre_mask(size))
+
+
 # A real image on the server's disk, outside the folder Cog downloads inputs into.
 SERVER_IMAGE = ROOT / "evaluation" / "references" / "eileen_collins.jpg"
 CASES = [
@@ -298,9 +363,11 @@ CASES = [
     Case("zero-byte file", reference(lambda p: uri(b"", "image/png")),
          "fails: character_reference_image is not a readable image (the file is empty)"),
     Case("PNG declaring 30000x30000", reference(lambda p: uri(png_declaring(30000, 30000), "image/png")),
-         "fails: character_reference_image is larger than 40 megapixels"),
-    Case("PNG declaring 8000x6000", reference(lambda p: uri(png_declaring(8000, 6000), "image/png")),
-         "fails: character_reference_image is 8000x6000 pixels (48.0 megapixels), more than the 40"),
+         "fails: character_reference_image is larger than 268 megapixels"),
+    Case("PNG declaring 16320x12240 (200 MP)",
+         reference(lambda p: uri(png_declaring(*SENSOR_200MP), "image/png")),
+         "fails: character_reference_image is 16320x12240 pixels (199.8 megapixels), more than the 50 "
+         "megapixels this server decodes at full size"),
     Case("path of an image on the server", reference(lambda p: str(SERVER_IMAGE)),
          "fails: character_reference_image names no file sent with the request"),
     Case("path that names no file", reference(lambda p: "reference.png"),
@@ -324,6 +391,31 @@ CASES = [
          "succeeds: first frame, face found", logs_contain("Adapters: FaceID 1.00")),
     Case("EXIF-rotated JPEG reference", reference(lambda p: uri(exif_rotated(p), "image/jpeg")),
          "succeeds: turned upright, face found", logs_contain("Adapters: FaceID 1.00")),
+    # --- Phone photos
+    Case("HEIC reference", reference(lambda p: uri(heic(p), "image/heic")),
+         "succeeds: face found", logs_contain("Adapters: FaceID 1.00")),
+    Case("16320x12240 JPEG reference (200 MP)",
+         reference(lambda p: uri(phone_jpeg(SENSOR_200MP)(p), "image/jpeg")),
+         "succeeds: read at 1/4 scale, face found",
+         logs_contain("(16320x12240) at 1/4 scale: 4080x3060", "Adapters: FaceID 1.00")),
+    Case("EXIF-rotated HEIC image, HEIC mask",
+         lambda p: {"prompt": "the character standing here", "character_reference_image": data_uri(p),
+                    "image": uri(rotated_heic_photo(p), "image/heic"),
+                    "mask": uri(heic_mask(HEIC_LANDSCAPE), "image/heic")},
+         "succeeds: turned upright, white pixels kept exactly",
+         keeps_white_pixels(lambda p: decoded(rotated_heic_photo(p)), lambda s: decoded(heic_mask(s)))),
+    Case("8160x6144 JPEG image (50 MP)",
+         lambda p: {"prompt": "the character standing here", "character_reference_image": data_uri(p),
+                    "image": uri(phone_jpeg(MODE_50MP)(p), "image/jpeg"),
+                    "mask": data_uri(hole_mask(MODE_50MP))},
+         "succeeds: output 8160x6144, white pixels kept exactly",
+         keeps_white_pixels(lambda p: decoded(phone_jpeg(MODE_50MP)(p)), hole_mask)),
+    Case("16320x12240 JPEG image (200 MP)",
+         lambda p: {"prompt": "x", "character_reference_image": data_uri(p),
+                    "image": uri(jpeg_declaring(*SENSOR_200MP), "image/jpeg"),
+                    "mask": data_uri(centre_mask((64, 64)))},
+         "fails: image is 16320x12240 pixels (199.8 megapixels), more than the 50 megapixels this server "
+         "accepts"),
     # --- Faces in the reference
     Case("cartoon, no human face", reference(lambda p: data_uri(cartoon_robot())),
          "succeeds: appearance path, logged",
