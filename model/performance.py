@@ -27,26 +27,26 @@ from transformers import (
     CLIPVisionModelWithProjection,
 )
 
+from model.checkpoint_layouts import (
+    FACEID_LORA_RANK,
+    LIGHTNING_LORA_RANK,
+    VIT_H_WIDTH,
+    faceid_plus_v2_shapes,
+    faceid_plus_v2_state_dict,
+    ip_adapter_plus_shapes,
+    ip_adapter_plus_state_dict,
+    lightning_lora_shapes,
+    lightning_lora_state_dict,
+)
 from model.layout import APPEARANCE_ADAPTER_FILE, FACEID_ADAPTER_FILE, TURBO_LORA_FILE
 from model.pipeline import CharacterPipeline, GenerationSettings
 from model.speeds import Speed
-from model.tiny_profile.appearance import ip_adapter_plus_shapes, ip_adapter_plus_state_dict
-from model.tiny_profile.sdxl import (
-    CLIP_PAD_TOKEN,
-    OPEN_CLIP_PAD_TOKEN,
-    SCHEDULER_CONFIG,
-    faceid_plus_v2_shapes,
-    faceid_plus_v2_state_dict,
-    tiny_tokenizer,
-)
-from model.tiny_profile.turbo import LIGHTNING_LORA_RANK, lightning_lora_shapes, lightning_lora_state_dict
+from model.stand_in_tokenizers import CLIP_PAD_TOKEN, OPEN_CLIP_PAD_TOKEN, clip_stand_in_tokenizer
 from model.weights import production_manifest
 
 REFERENCE = Path(__file__).resolve().parent.parent / "reference" / "sdxl-architecture"
 META = torch.device("meta")
 SERVING_DTYPE = torch.float16  # serving_device() on CUDA
-FACEID_LORA_RANK = 128
-VIT_H_WIDTH = 1280
 
 # H100 SXM: 989 TFLOP/s dense bf16/fp16 tensor-core peak (NVIDIA's datasheet; 1979 is with sparsity).
 H100_PEAK_TFLOPS = 989.0
@@ -72,9 +72,15 @@ def _config(name: str) -> dict:
     return json.loads((REFERENCE / name).read_text())
 
 
-def real_size_modules(dtype: torch.dtype = SERVING_DTYPE) -> dict[str, torch.nn.Module]:
-    """The production UNet, VAE, text encoders and ViT-H image encoder, on meta, from their real configs."""
-    with META:
+def real_size_modules(
+    dtype: torch.dtype = SERVING_DTYPE, device: torch.device = META
+) -> dict[str, torch.nn.Module]:
+    """The production UNet, VAE, text encoders and ViT-H image encoder, from their real configs.
+
+    On meta (the default) they hold no memory; on a real device they are built there with the libraries'
+    random initialisation (the random profile of the benchmark: model/random_profile.py).
+    """
+    with device:
         modules = {
             "unet": UNet2DConditionModel.from_config(_config("unet_config.json")),
             "vae": AutoencoderKL.from_config(_config("vae_config.json")),
@@ -96,9 +102,9 @@ def real_size_character(dtype: torch.dtype = SERVING_DTYPE) -> CharacterPipeline
     sdxl = StableDiffusionXLPipeline(
         **modules,
         # The real vocabularies are not in the repository; prompts are always padded to 77 tokens.
-        tokenizer=tiny_tokenizer(pad_token=CLIP_PAD_TOKEN),
-        tokenizer_2=tiny_tokenizer(pad_token=OPEN_CLIP_PAD_TOKEN),
-        scheduler=EulerDiscreteScheduler.from_config(SCHEDULER_CONFIG),
+        tokenizer=clip_stand_in_tokenizer(pad_token=CLIP_PAD_TOKEN),
+        tokenizer_2=clip_stand_in_tokenizer(pad_token=OPEN_CLIP_PAD_TOKEN),
+        scheduler=EulerDiscreteScheduler.from_config(_config("scheduler_config.json")),
         add_watermarker=False,
     )
     unet = modules["unet"]

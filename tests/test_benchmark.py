@@ -13,6 +13,7 @@ import pytest
 import torch
 from peft.tuners.lora import LoraLayer
 
+from model.checkpoint_layouts import LIGHTNING_LORA_RANK, lightning_lora_shapes
 from model.layout import TURBO_LORA_FILE
 from model.performance import (
     META,
@@ -24,7 +25,6 @@ from model.performance import (
     request_flops,
 )
 from model.speeds import SPEEDS, TURBO_LORA_ADAPTER
-from model.tiny_profile.turbo import LIGHTNING_LORA_RANK, lightning_lora_shapes
 from model.weights import production_manifest
 
 ROOT = Path(__file__).resolve().parent.parent
