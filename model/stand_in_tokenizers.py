@@ -1,4 +1,5 @@
-"""Stand-in tokenizers for SDXL's two CLIP text encoders: the real vocabularies are not in the repository.
+"""Stand-in tokenizers, for models whose real vocabularies are not in the repository: SDXL's two CLIP text
+encoders and the magic prompt LLM (chat_stand_in_tokenizer, at the end).
 
 A byte-level BPE vocabulary (every byte alone and at a word end, a few merges, then CLIP's special tokens)
 with the file set and classes of SDXL's tokenizer folders (vocab.json, merges.txt: no tokenizer.json), so
@@ -14,7 +15,8 @@ import json
 import shutil
 from pathlib import Path
 
-from transformers import CLIPTokenizer
+from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+from transformers import CLIPTokenizer, PreTrainedTokenizerFast
 
 # SDXL's first tokenizer (OpenAI CLIP) pads with the end-of-text token, the second (OpenCLIP) with "!".
 CLIP_PAD_TOKEN = "<|endoftext|>"
@@ -82,3 +84,37 @@ def write_clip_stand_in_tokenizer(folder: Path, pad_token: str) -> None:
         **special,
     }
     (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
+
+
+# ---------------------------------------------------------------- the magic prompt LLM's chat tokenizer
+
+# ChatML, the chat format of the production LLM (Qwen2.5) and of the SmolLM2 fallback.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+CHAT_SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+
+
+def chat_stand_in_tokenizer() -> PreTrainedTokenizerFast:
+    """A byte-level tokenizer with ChatML's special tokens and chat template, for an LLM whose real
+    tokenizer is not in the repository (the random profile's Qwen2.5-1.5B architecture).
+
+    One token per byte, no merges: a chat is about four times as many tokens as with Qwen's 151,643-token
+    vocabulary, so a prefill timed with it is an upper bound. Ids run from 0 to len(tokenizer) - 1.
+    """
+    byte_symbols = list(_bytes_to_unicode().values())
+    vocab = {symbol: index for index, symbol in enumerate(byte_symbols)}
+    vocab |= {token: len(byte_symbols) + index for index, token in enumerate(CHAT_SPECIAL_TOKENS)}
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.add_special_tokens([AddedToken(token, special=True) for token in CHAT_SPECIAL_TOKENS])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        chat_template=CHATML_TEMPLATE,
+    )
