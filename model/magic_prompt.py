@@ -360,10 +360,10 @@ class PromptRewriter:
                 max_time=settings.timeout_seconds,
                 pad_token_id=self._pad_token_id,
             )
-        if time.perf_counter() - started >= settings.timeout_seconds:
-            raise RewriteError(f"timed out after {settings.timeout_seconds:g} s")
         new_tokens = output[0, inputs["input_ids"].shape[1] :]
         self.last_new_tokens = len(new_tokens)
+        if time.perf_counter() - started >= settings.timeout_seconds:
+            raise RewriteError(f"timed out after {settings.timeout_seconds:g} s")
         return self.tokenizer.decode(new_tokens, skip_special_tokens=True)
 
 
