@@ -3,8 +3,9 @@
 Owns: building the real-size pipeline on the meta device (real configs from reference/sdxl-architecture,
 real-shape FaceID Plus v2, IP-Adapter Plus and SDXL-Lightning checkpoints, attached by the production
 code), counting the FLOPs of one request per speed with torch.utils.flop_counter (meta tensors carry
-shapes, so the count is exact and costs no compute), the predicted GPU time, and the memory budget of
-the production components at their serving dtype. scripts/benchmark.py prints these; tests check them.
+shapes, so the count is exact and costs no compute), and the memory budget of the production components
+at their serving dtype. scripts/benchmark.py prints these and tests check them; times are measured there,
+not derived from these counts.
 """
 
 from __future__ import annotations
@@ -48,13 +49,10 @@ REFERENCE = Path(__file__).resolve().parent.parent / "reference" / "sdxl-archite
 META = torch.device("meta")
 SERVING_DTYPE = torch.float16  # serving_device() on CUDA
 
-# H100 SXM: 989 TFLOP/s dense bf16/fp16 tensor-core peak (NVIDIA's datasheet; 1979 is with sparsity).
-H100_PEAK_TFLOPS = 989.0
-# Assumed share of that peak a request sustains. Calibration: diffusers' published SDXL run on an A100
-# (bf16, SDPA, fused QKV, torch.compile) makes a 30-step CFG 1024x1024 image in 2.52 s, which is ~417
-# TFLOPs by this counter, i.e. ~165 TFLOP/s or 53% of the A100's 312. We assume less on the H100 (its
-# larger peak is harder to saturate at batch 2, and our LoRA adapters stay unfused).
-ASSUMED_UTILISATION = 0.40
+# No seconds are predicted from these counts any more: the GPU times are measured (docs/PERFORMANCE.md,
+# scripts/benchmark.py --profile random). The 40%-of-H100-peak assumption that used to turn FLOPs into
+# seconds predicted 1.04 s for Default where an H200 measured 3.92 s (2026-11-30); a plain SDXL UNet call
+# at batch 2 measured 63 ms there, 215 TFLOP/s by this counter, 22% of the 989 TFLOP/s dense fp16 peak.
 GPU_MEMORY_GIB = 24.0
 # Activation headroom at 1024x1024: the same published run peaks at 10.03 GB for ~7.0 GB of fp16 SDXL
 # weights, so ~3 GB of activations (the VAE decode at 1024x1024 is the peak); we reserve twice that.
@@ -145,11 +143,6 @@ class RequestFlops:
     @property
     def total(self) -> int:
         return self.text_encoders + self.image_encoder + self.denoiser + self.vae_decode
-
-    def predicted_seconds(
-        self, peak_tflops: float = H100_PEAK_TFLOPS, utilisation: float = ASSUMED_UTILISATION
-    ) -> float:
-        return self.total / (peak_tflops * 1e12 * utilisation)
 
 
 def settings_for(speed: Speed, width: int = 1024, height: int = 1024) -> GenerationSettings:

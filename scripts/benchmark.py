@@ -7,11 +7,11 @@ Usage:
   python scripts/benchmark.py --profile random --smoke [--json PATH]      # a CPU: CI's smoke run
 
 tiny and production: always printed, computed on the real architecture with empty (meta) weights, the
-denoiser evaluations and TFLOPs per request of each speed (torch.utils.flop_counter), a predicted H100 time
-at a stated share of its peak (a prediction, labelled so), and the parameter bytes of every production
-component against a 24 GB GPU. Then measured: on the tiny profile, the median seconds of each stage on this
-CPU (the images are noise; this measures the code around the models); with production weights on CUDA, the
-p50 and p90 seconds of each speed over 10 runs and the peak GPU memory. --quick (CI) times Turbo only.
+denoiser evaluations and TFLOPs per request of each speed (torch.utils.flop_counter) and the parameter
+bytes of every production component against a 24 GB GPU. Then measured: on the tiny profile, the median
+seconds of each stage on this CPU (the images are noise; this measures the code around the models); with
+production weights on CUDA, the p50 and p90 seconds of each speed over 10 runs and the peak GPU memory.
+--quick (CI) times Turbo only.
 
 random: the serving path measured on random weights of the real architecture (model/random_profile.py
 writes them into --weights-dir in the production layout, or reuses that folder; CharacterService.load()
@@ -97,9 +97,7 @@ import torch  # noqa: E402
 
 from model.performance import (  # noqa: E402
     ACTIVATION_RESERVE_GIB,
-    ASSUMED_UTILISATION,
     GPU_MEMORY_GIB,
-    H100_PEAK_TFLOPS,
     RequestFlops,
     fits_gpu,
     memory_budget,
@@ -127,12 +125,11 @@ def flops_table(flops: dict[str, RequestFlops]) -> list[str]:
     default = flops["Default"].total
     lines = [
         f"Cost of one {SIZE} text-to-image request (FLOPs counted on the real architecture, meta weights; "
-        f"predicted H100 time at {ASSUMED_UTILISATION:.0%} of its {H100_PEAK_TFLOPS:.0f} TFLOP/s dense "
-        "bf16 peak)",
+        "the GPU times are measured by --profile random or production, not derived from these counts)",
         "",
         "| speed | scheduler | steps | CFG | LoRAs | UNet evals | text enc | image enc | UNet | VAE dec "
-        "| TFLOPs | vs Default | H100 s (pred.) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| TFLOPs | vs Default |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, speed in SPEEDS.items():
         row = flops[name]
@@ -141,8 +138,7 @@ def flops_table(flops: dict[str, RequestFlops]) -> list[str]:
             f"| {name} | {speed.scheduler.class_name} ({options}) | {speed.num_inference_steps} "
             f"| {speed.guidance_scale:g} | {loras(speed)} | {row.denoiser_evaluations} "
             f"| {row.text_encoders / 1e12:.2f} | {row.image_encoder / 1e12:.2f} | {row.denoiser / 1e12:.1f} "
-            f"| {row.vae_decode / 1e12:.1f} | {row.total / 1e12:.1f} | {row.total / default:.2f} "
-            f"| {row.predicted_seconds():.2f} |"
+            f"| {row.vae_decode / 1e12:.1f} | {row.total / 1e12:.1f} | {row.total / default:.2f} |"
         )
     return lines
 
