@@ -19,9 +19,11 @@ Auto rule's word lists are data, in data/magic_prompt.json.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib.util
 import json
 import logging
+import math
 import re
 import time
 import unicodedata
@@ -69,7 +71,8 @@ STATIC_CACHE_PROMPT_TOKENS = 512
 STATIC_CACHE_ROUNDING = 128
 # transformers' default for generate()'s automatic compilation, stated: CUDA graphs over the decoding step,
 # which is what removes the per-token launch overhead of a 1.5B model at batch 1.
-DECODE_COMPILE = CompileConfig(fullgraph=True, dynamic=False, mode="reduce-overhead")
+# fullgraph=False as transformers' own default: a graph break costs speed, not the rewrite.
+DECODE_COMPILE = CompileConfig(fullgraph=False, dynamic=False, mode="reduce-overhead")
 # Setup runs this many rewrites on CUDA: the first compiles, the next ones record and replay the CUDA graphs.
 WARM_UP_REWRITES = 3
 WARM_UP_PROMPT = "a woman with a red umbrella in Paris"
@@ -279,8 +282,28 @@ class PromptRewriter:
         log.info("Magic prompt: loaded the %s in %.1f s", name, time.perf_counter() - started)
         rewriter = cls(model, tokenizer, name, static_cache=device.type == "cuda")
         if rewriter.static_cache is not None:
-            rewriter.warm_up()
+            rewriter.warm_up_or_fall_back()
         return rewriter
+
+    def warm_up_or_fall_back(self) -> None:
+        """warm_up(); if compiling or running the static-cache decoding fails, log a warning and go on
+        with the dynamic cache, uncompiled: the magic prompt never stops the server."""
+        try:
+            self.warm_up()
+        except Exception as error:  # noqa: BLE001 - a compiler failure must not stop the server
+            log.warning(
+                "Magic prompt: the compiled static-cache decoding failed in warm-up (%s: %s); "
+                "rewriting with the dynamic cache, uncompiled",
+                type(error).__name__,
+                error,
+            )
+            self.use_dynamic_cache()
+
+    def use_dynamic_cache(self) -> None:
+        """Drop the static cache and the compile setting: generate() as on the CPU."""
+        self.static_cache = None
+        self.static_cache_length = 0
+        self.model.generation_config.compile_config = None
 
     def warm_up(self, rewrites: int = WARM_UP_REWRITES) -> float:
         """Run `rewrites` rewrites (setup only), so that generate() compiles the decoding step and records
@@ -290,11 +313,17 @@ class PromptRewriter:
         expected here and ignored.
         """
         seconds = []
-        for seed in range(rewrites):
-            started = time.perf_counter()
-            with contextlib.suppress(RewriteError):
-                self.rewrite(WARM_UP_PROMPT, seed)
-            seconds.append(time.perf_counter() - started)
+        settings = self.settings
+        # No deadline while compiling: a warm-up cut short would leave the compiling to a request.
+        self.settings = dataclasses.replace(settings, timeout_seconds=math.inf)
+        try:
+            for seed in range(rewrites):
+                started = time.perf_counter()
+                with contextlib.suppress(RewriteError):
+                    self.rewrite(WARM_UP_PROMPT, seed)
+                seconds.append(time.perf_counter() - started)
+        finally:
+            self.settings = settings
         log.info(
             "Magic prompt: warmed up the static-cache decoding in %s s",
             ", ".join(f"{value:.2f}" for value in seconds),

@@ -30,8 +30,10 @@ requirements.txt (diffusers, peft, transformers, accelerate, safetensors, insigh
 or onnxruntime-gpu, opencv-python(-headless), scikit-image, pillow; gguf is not needed). Where the machine
 lacks some, carry their wheels: `pip download --no-deps -d wheels diffusers==0.42.1 peft==0.21.2
 insightface==2.1 ...` on a machine with PyPI access, then `pip install --no-deps wheels/*.whl` there
-(insightface 2.1 is a pure-Python py3-none-any wheel). The script checks the imports first and names what
-is missing. About 25 GB of disk for the folder, and 20 GB of GPU memory.
+(insightface 2.1 is a pure-Python py3-none-any wheel). A machine's own transformers, accelerate or
+safetensors should be the pinned versions too (the magic prompt's static cache and CompileConfig follow
+transformers 5.23's API): carry those wheels as well when they differ. The script checks the imports first
+and names what is missing. About 25 GB of disk for the folder, and 20 GB of GPU memory.
 """
 
 from __future__ import annotations

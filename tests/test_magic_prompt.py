@@ -308,3 +308,19 @@ def test_warm_up_runs_rewrites_and_logs_their_times(tiny_qwen, caplog):
     with caplog.at_level(logging.INFO, logger="model.magic_prompt"):
         seconds = static.warm_up(rewrites=2)
     assert seconds > 0 and "warmed up the static-cache decoding" in caplog.text
+
+
+def test_a_warm_up_failure_falls_back_to_the_dynamic_cache_with_a_warning(tiny_qwen, caplog, monkeypatch):
+    # E.g. torch.compile failing on the GPU machine: setup goes on, the rewrites go through generate()
+    # with the dynamic cache, and the log says why.
+    dynamic, static = _rewriters(tiny_qwen)
+
+    def broken_compiler(rewrites: int = 3) -> float:
+        raise RuntimeError("inductor: no C++ compiler")
+
+    monkeypatch.setattr(static, "warm_up", broken_compiler)
+    with caplog.at_level(logging.WARNING, logger="model.magic_prompt"):
+        static.warm_up_or_fall_back()
+    assert static.static_cache is None and "inductor: no C++ compiler" in caplog.text
+    assert static.model.generation_config.compile_config is None
+    assert static.generate_text("Marie Curie", seed=2) == dynamic.generate_text("Marie Curie", seed=2)
