@@ -33,7 +33,7 @@ insightface==2.1 ...` on a machine with PyPI access, then `pip install --no-deps
 (insightface 2.1 is a pure-Python py3-none-any wheel). A machine's own transformers, accelerate or
 safetensors should be the pinned versions too (the magic prompt's static cache and CompileConfig follow
 transformers 5.23's API): carry those wheels as well when they differ. The script checks the imports first
-and names what is missing. About 25 GB of disk for the folder, and 20 GB of GPU memory.
+and names what is missing. The folder takes about 13 GiB of disk (docs/PERFORMANCE.md's memory budget).
 """
 
 from __future__ import annotations
@@ -570,8 +570,8 @@ def random_profile(weights_dir: Path | None, smoke: bool, runs: int, command: st
     cuda = torch.cuda.is_available()
     if not smoke and not cuda:
         raise SystemExit(
-            "--profile random builds the real-size architecture (~20 GB of GPU memory): it needs a CUDA GPU. "
-            "On a CPU run `--profile random --smoke` (the tiny sizes, the same code)."
+            "--profile random builds the real-size architecture (~14 GiB of weights in fp16): it needs a "
+            "CUDA GPU. On a CPU run `--profile random --smoke` (the tiny sizes, the same code)."
         )
     size = SIZES["tiny" if smoke else "real"]
     device, dtype = serving_device()
@@ -713,7 +713,8 @@ def random_table(report: dict) -> list[str]:
         "",
         f"Magic prompt rewrite ({magic['model']}, static cache: {magic['static_cache']}), new tokens "
         f"{sorted(set(magic['new_tokens']))}: p50 {magic['p50_s']:.3f} s, p90 {magic['p90_s']:.3f} s.",
-        f"Peak GPU memory: {_gib(peak)} during the requests; {_gib(setup['peak_gpu_gib'])} in setup.",
+        f"Peak GPU memory: {_gib(peak)} during the requests; {_gib(setup['peak_gpu_gib'])} in setup "
+        f"(target: within a {GPU_MEMORY_GIB:.0f} GiB GPU).",
         f"torch.compile (dynamo) compilations during the timed requests: "
         f"{report['dynamo_compilations_during_requests']} (should be 0).",
     ]
