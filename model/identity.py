@@ -8,6 +8,7 @@ takes and returns RGB PIL images and does the conversion in one place (`_bgr`).
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,12 +64,29 @@ def cosine_similarity(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / norms) if norms > 0 else 0.0
 
 
-def execution_providers() -> tuple[list[str], int]:
-    """onnxruntime providers and insightface ctx_id: CUDA when this onnxruntime has it, else the CPU."""
-    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"], 0
+CUDA_PROVIDER = "CUDAExecutionProvider"
+CPU_PROVIDER = "CPUExecutionProvider"
+
+
+def execution_providers(available: Sequence[str] | None = None) -> tuple[list[str], int]:
+    """onnxruntime providers, in order of preference, and insightface's ctx_id.
+
+    CUDA first when this onnxruntime has it (the onnxruntime-gpu wheel of the Cog image), with the CPU as
+    the fallback; the CPU alone otherwise (the onnxruntime wheel of the tests). `available` defaults to
+    onnxruntime.get_available_providers().
+    """
+    available = onnxruntime.get_available_providers() if available is None else available
+    if CUDA_PROVIDER in available:
+        return [CUDA_PROVIDER, CPU_PROVIDER], 0
     # ctx_id -1 makes insightface pin its sessions to the CPU provider.
-    return ["CPUExecutionProvider"], -1
+    return [CPU_PROVIDER], -1
+
+
+def session_provider(app: FaceAnalysis) -> str:
+    """The provider the face models' sessions actually run on: onnxruntime falls back to the CPU alone
+    (with a warning) when the CUDA provider is listed but cannot start, e.g. without the CUDA libraries."""
+    used = {model.session.get_providers()[0] for model in app.models.values()}
+    return " and ".join(sorted(used))
 
 
 class FaceAnalyzer:
@@ -106,6 +124,8 @@ class FaceAnalyzer:
                 raise WeightsError(f"{model_dir / file_name} is not an insightface {task} model")
         app.prepare(ctx_id=ctx_id, det_thresh=DETECTION_THRESHOLD, det_size=DETECTION_SIZE)
         self._app = app
+        self.provider = session_provider(app)
+        log.info("Face analysis runs on %s (asked for %s)", self.provider, ", ".join(providers))
 
     def find_identity(
         self, image: Image.Image, input_name: str = "character_reference_image"

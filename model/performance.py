@@ -3,8 +3,9 @@
 Owns: building the real-size pipeline on the meta device (real configs from reference/sdxl-architecture,
 real-shape FaceID Plus v2, IP-Adapter Plus and SDXL-Lightning checkpoints, attached by the production
 code), counting the FLOPs of one request per speed with torch.utils.flop_counter (meta tensors carry
-shapes, so the count is exact and costs no compute), the predicted GPU time, and the memory budget of
-the production components at their serving dtype. scripts/benchmark.py prints these; tests check them.
+shapes, so the count is exact and costs no compute), and the memory budget of the production components
+at their serving dtype. scripts/benchmark.py prints these and tests check them; times are measured there,
+not derived from these counts.
 """
 
 from __future__ import annotations
@@ -27,34 +28,31 @@ from transformers import (
     CLIPVisionModelWithProjection,
 )
 
+from model.checkpoint_layouts import (
+    FACEID_LORA_RANK,
+    LIGHTNING_LORA_RANK,
+    VIT_H_WIDTH,
+    faceid_plus_v2_shapes,
+    faceid_plus_v2_state_dict,
+    ip_adapter_plus_shapes,
+    ip_adapter_plus_state_dict,
+    lightning_lora_shapes,
+    lightning_lora_state_dict,
+)
 from model.layout import APPEARANCE_ADAPTER_FILE, FACEID_ADAPTER_FILE, TURBO_LORA_FILE
 from model.pipeline import PRISTINE_ON_GPU_MIN_GIB, CharacterPipeline, GenerationSettings
 from model.speeds import Speed
-from model.tiny_profile.appearance import ip_adapter_plus_shapes, ip_adapter_plus_state_dict
-from model.tiny_profile.sdxl import (
-    CLIP_PAD_TOKEN,
-    OPEN_CLIP_PAD_TOKEN,
-    SCHEDULER_CONFIG,
-    faceid_plus_v2_shapes,
-    faceid_plus_v2_state_dict,
-    tiny_tokenizer,
-)
-from model.tiny_profile.turbo import LIGHTNING_LORA_RANK, lightning_lora_shapes, lightning_lora_state_dict
+from model.stand_in_tokenizers import CLIP_PAD_TOKEN, OPEN_CLIP_PAD_TOKEN, clip_stand_in_tokenizer
 from model.weights import production_manifest
 
 REFERENCE = Path(__file__).resolve().parent.parent / "reference" / "sdxl-architecture"
 META = torch.device("meta")
 SERVING_DTYPE = torch.float16  # serving_device() on CUDA
-FACEID_LORA_RANK = 128
-VIT_H_WIDTH = 1280
 
-# H100 SXM: 989 TFLOP/s dense bf16/fp16 tensor-core peak (NVIDIA's datasheet; 1979 is with sparsity).
-H100_PEAK_TFLOPS = 989.0
-# Assumed share of that peak a request sustains. Calibration: diffusers' published SDXL run on an A100
-# (bf16, SDPA, fused QKV, torch.compile) makes a 30-step CFG 1024x1024 image in 2.52 s, which is ~417
-# TFLOPs by this counter, i.e. ~165 TFLOP/s or 53% of the A100's 312. We assume less on the H100 (its
-# larger peak is harder to saturate at batch 2).
-ASSUMED_UTILISATION = 0.40
+# No seconds are predicted from these counts any more: the GPU times are measured (docs/PERFORMANCE.md,
+# scripts/benchmark.py --profile random). The 40%-of-H100-peak assumption that used to turn FLOPs into
+# seconds predicted 1.04 s for Default where an H200 measured 3.92 s (2026-11-30); a plain SDXL UNet call
+# at batch 2 measured 63 ms there, 215 TFLOP/s by this counter, 22% of the 989 TFLOP/s dense fp16 peak.
 GPU_MEMORY_GIB = 24.0
 # Activation headroom at 1024x1024: the same published run peaks at 10.03 GB for ~7.0 GB of fp16 SDXL
 # weights, so ~3 GB of activations (the VAE decode at 1024x1024 is the peak); we reserve twice that.
@@ -72,9 +70,15 @@ def _config(name: str) -> dict:
     return json.loads((REFERENCE / name).read_text())
 
 
-def real_size_modules(dtype: torch.dtype = SERVING_DTYPE) -> dict[str, torch.nn.Module]:
-    """The production UNet, VAE, text encoders and ViT-H image encoder, on meta, from their real configs."""
-    with META:
+def real_size_modules(
+    dtype: torch.dtype = SERVING_DTYPE, device: torch.device = META
+) -> dict[str, torch.nn.Module]:
+    """The production UNet, VAE, text encoders and ViT-H image encoder, from their real configs.
+
+    On meta (the default) they hold no memory; on a real device they are built there with the libraries'
+    random initialisation (the random profile of the benchmark: model/random_profile.py).
+    """
+    with device:
         modules = {
             "unet": UNet2DConditionModel.from_config(_config("unet_config.json")),
             "vae": AutoencoderKL.from_config(_config("vae_config.json")),
@@ -96,9 +100,9 @@ def real_size_character(dtype: torch.dtype = SERVING_DTYPE) -> CharacterPipeline
     sdxl = StableDiffusionXLPipeline(
         **modules,
         # The real vocabularies are not in the repository; prompts are always padded to 77 tokens.
-        tokenizer=tiny_tokenizer(pad_token=CLIP_PAD_TOKEN),
-        tokenizer_2=tiny_tokenizer(pad_token=OPEN_CLIP_PAD_TOKEN),
-        scheduler=EulerDiscreteScheduler.from_config(SCHEDULER_CONFIG),
+        tokenizer=clip_stand_in_tokenizer(pad_token=CLIP_PAD_TOKEN),
+        tokenizer_2=clip_stand_in_tokenizer(pad_token=OPEN_CLIP_PAD_TOKEN),
+        scheduler=EulerDiscreteScheduler.from_config(_config("scheduler_config.json")),
         add_watermarker=False,
     )
     unet = modules["unet"]
@@ -139,11 +143,6 @@ class RequestFlops:
     @property
     def total(self) -> int:
         return self.text_encoders + self.image_encoder + self.denoiser + self.vae_decode
-
-    def predicted_seconds(
-        self, peak_tflops: float = H100_PEAK_TFLOPS, utilisation: float = ASSUMED_UTILISATION
-    ) -> float:
-        return self.total / (peak_tflops * 1e12 * utilisation)
 
 
 def settings_for(speed: Speed, width: int = 1024, height: int = 1024) -> GenerationSettings:

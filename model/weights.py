@@ -26,7 +26,10 @@ log = logging.getLogger(__name__)
 
 PRODUCTION = "production"
 TINY = "tiny"
-PROFILES = (PRODUCTION, TINY)
+# The production layout with random weights of the real architecture (or of the tiny one), written by the
+# benchmark (model/random_profile.py) to time the serving code without the production files.
+RANDOM = "random"
+PROFILES = (PRODUCTION, TINY, RANDOM)
 PRODUCTION_MANIFEST = Path(__file__).with_name("weights_manifest.json")
 MANIFEST_NAME = "manifest.json"
 # Path -> size, mtime_ns, sha256 of every file whose digest was checked; see Stamp.
@@ -55,9 +58,14 @@ def tiny_command(root: Path) -> str:
     return f"python scripts/make_tiny_weights.py {root}"
 
 
+def random_command(root: Path) -> str:
+    return f"rm -r {root} && python scripts/benchmark.py --profile random --weights-dir {root}"
+
+
 def fix_command(profile: str, root: Path) -> str:
     """The command that (re)builds a folder of this profile."""
-    return tiny_command(root) if profile == TINY else download_command(root)
+    commands = {TINY: tiny_command, RANDOM: random_command}
+    return commands.get(profile, download_command)(root)
 
 
 @dataclass(frozen=True)

@@ -3,35 +3,103 @@
 Usage:
   python scripts/benchmark.py --profile tiny [--weights-dir DIR] [--runs 5] [--quick]
   python scripts/benchmark.py --profile production [--weights-dir weights]   # on a CUDA GPU
+  python scripts/benchmark.py --profile random [--runs 5] [--json PATH]   # CUDA GPU, no weights needed
+  python scripts/benchmark.py --profile random --smoke [--json PATH]      # a CPU: CI's smoke run
 
-Always printed, computed on the real architecture with empty (meta) weights: denoiser evaluations and
-TFLOPs per request of each speed (torch.utils.flop_counter), the predicted H100 time at a stated share of
-its peak, and the parameter bytes of every production component at its serving dtype against a 24 GB
-GPU. Then measured: on the tiny profile, the median seconds of each stage of a request on this CPU (the
-images are noise; this measures the code around the models); with production weights on CUDA, the p50
-and p90 seconds of each speed over 10 runs and the peak GPU memory. --quick (CI) times Turbo only, twice.
+tiny and production: always printed, computed on the real architecture with empty (meta) weights, the
+denoiser evaluations and TFLOPs per request of each speed (torch.utils.flop_counter) and the parameter
+bytes of every production component against a 24 GB GPU. Then measured: on the tiny profile, the median
+seconds of each stage on this CPU (the images are noise; this measures the code around the models); with
+production weights on CUDA, the p50 and p90 seconds of each speed over 10 runs and the peak GPU memory.
+--quick (CI) times Turbo only.
+
+random: the serving path measured on random weights of the real architecture (model/random_profile.py
+writes them into --weights-dir in the production layout, or reuses that folder; CharacterService.load()
+loads them as it loads production weights, warm-up included), on the device production would pick (CUDA in
+fp16 when present). For each speed at 1024x1024, on the text-to-image, inpainting and appearance paths:
+end-to-end p50/p90 and the first request's seconds, ms per denoising step, and each stage's median (the
+service's stage laps, model/timing.py); plain diffusers SDXL (StableDiffusionXLPipeline loaded from the same
+files, no adapters) with the same schedule, and ours/plain; the magic prompt rewrite on the production LLM's
+architecture (Qwen2.5-1.5B, random weights, stand-in tokenizer) forced to 90 new tokens; setup seconds with
+the warm-up; peak GPU memory; and the torch.compile (dynamo) compilations during the timed requests, which
+should be 0. --smoke builds the tiny sizes instead and runs each request once: the same code, in seconds,
+on a CPU (CI).
+
+What a GPU run of --profile random needs: Python 3.11 or 3.12, a CUDA torch, and the pinned packages of
+requirements.txt (diffusers, peft, transformers, accelerate, safetensors, insightface with onnx, onnxruntime
+or onnxruntime-gpu, opencv-python(-headless), scikit-image, pillow; gguf is not needed). Where the machine
+lacks some, carry their wheels: `pip download --no-deps -d wheels diffusers==0.42.1 peft==0.21.2
+insightface==2.1 ...` on a machine with PyPI access, then `pip install --no-deps wheels/*.whl` there
+(insightface 2.1 is a pure-Python py3-none-any wheel). A machine's own transformers, accelerate or
+safetensors should be the pinned versions too (the magic prompt's static cache and CompileConfig follow
+transformers 5.23's API): carry those wheels as well when they differ. The script checks the imports first
+and names what is missing. The folder takes about 13 GiB of disk (docs/PERFORMANCE.md's memory budget).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
+import datetime
+import gc
+import importlib.util
+import json
 import logging
+import platform
+import shlex
 import statistics
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+# Import name -> the pip package that provides it: what the serving code imports (requirements.txt).
+REQUIRED_PACKAGES = {
+    "torch": "torch",
+    "diffusers": "diffusers==0.42.1",
+    "peft": "peft==0.21.2",
+    "transformers": "transformers==5.23.0",
+    "accelerate": "accelerate==1.15.0",
+    "safetensors": "safetensors==0.8.0",
+    "tokenizers": "tokenizers==0.23.3",
+    "huggingface_hub": "huggingface_hub==2.4.0",
+    "insightface": "insightface==2.1",
+    "onnx": "onnx==1.23.2",
+    "onnxruntime": "onnxruntime==1.31.1 (or onnxruntime-gpu==1.31.1)",
+    "cv2": "opencv-python==5.0.0.93 (or opencv-python-headless)",
+    "skimage": "scikit-image==0.26.0",
+    "scipy": "scipy==1.17.1",
+    "PIL": "pillow==13.0.0",
+    "numpy": "numpy",
+}
+
+
+def missing_packages() -> list[str]:
+    """The pip packages of REQUIRED_PACKAGES whose module cannot be found here."""
+    return [
+        package for module, package in REQUIRED_PACKAGES.items() if importlib.util.find_spec(module) is None
+    ]
+
+
+if __name__ == "__main__" and (missing := missing_packages()):
+    # Before the model imports, so that a machine without e.g. diffusers hears which wheels to carry,
+    # not an ImportError from deep inside the package.
+    sys.exit(
+        "scripts/benchmark.py: missing packages: "
+        + ", ".join(missing)
+        + ". Install them (pip install --no-deps <wheel> for each carried wheel) and run again."
+    )
 
 import torch  # noqa: E402
 
 from model.performance import (  # noqa: E402
     ACTIVATION_RESERVE_GIB,
-    ASSUMED_UTILISATION,
     GPU_MEMORY_GIB,
-    H100_PEAK_TFLOPS,
     RequestFlops,
     fits_gpu,
     memory_budget,
@@ -59,12 +127,11 @@ def flops_table(flops: dict[str, RequestFlops]) -> list[str]:
     default = flops["Default"].total
     lines = [
         f"Cost of one {SIZE} text-to-image request (FLOPs counted on the real architecture, meta weights; "
-        f"predicted H100 time at {ASSUMED_UTILISATION:.0%} of its {H100_PEAK_TFLOPS:.0f} TFLOP/s dense "
-        "bf16 peak)",
+        "the GPU times are measured by --profile random or production, not derived from these counts)",
         "",
         "| speed | scheduler | steps | CFG | LoRAs | UNet evals | text enc | image enc | UNet | VAE dec "
-        "| TFLOPs | vs Default | H100 s (pred.) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| TFLOPs | vs Default |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, speed in SPEEDS.items():
         row = flops[name]
@@ -73,8 +140,7 @@ def flops_table(flops: dict[str, RequestFlops]) -> list[str]:
             f"| {name} | {speed.scheduler.class_name} ({options}) | {speed.num_inference_steps} "
             f"| {speed.guidance_scale:g} | {loras(speed)} | {row.denoiser_evaluations} "
             f"| {row.text_encoders / 1e12:.2f} | {row.image_encoder / 1e12:.2f} | {row.denoiser / 1e12:.1f} "
-            f"| {row.vae_decode / 1e12:.1f} | {row.total / 1e12:.1f} | {row.total / default:.2f} "
-            f"| {row.predicted_seconds():.2f} |"
+            f"| {row.vae_decode / 1e12:.1f} | {row.total / 1e12:.1f} | {row.total / default:.2f} |"
         )
     return lines
 
@@ -255,14 +321,437 @@ def gpu_table(weights_dir: Path) -> list[str]:  # GPU only: needs CUDA and produ
     return lines
 
 
+# ---------------------------------------------------------------- --profile random
+
+RANDOM_RUNS = 5
+# --smoke: every speed keeps its solver, guidance and adapters, with this many steps (CI's CPU time).
+SMOKE_STEPS = 2
+MAGIC_PROMPT_TOKENS = 90  # the issue's measurement: a 90-token rewrite
+PROMPT = "a close up photo of a woman in a fashion magazine photoshoot"
+PATHS = ("text-to-image", "inpainting", "appearance")
+
+
+@contextlib.contextmanager
+def smoke_schedules():
+    """While open, each row of the speed table (model/speeds.py, the one the service reads) has SMOKE_STEPS
+    steps and nothing else changed: the smoke run takes the production code path, only shorter."""
+    shorter = {
+        name: dataclasses.replace(speed, num_inference_steps=SMOKE_STEPS) for name, speed in SPEEDS.items()
+    }
+    with mock.patch.dict(SPEEDS, shorter):
+        yield
+
+
+def cartoon_reference(folder: Path) -> Path:
+    """A drawn character with no human face (grey robot, white background): the appearance path."""
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (768, 768), (255, 255, 255))
+    draw = ImageDraw.Draw(image)
+    draw.rectangle((264, 120, 504, 330), fill=(120, 130, 150), outline=(20, 20, 30), width=6)  # head
+    draw.ellipse((310, 180, 360, 230), fill=(40, 200, 250))  # eyes
+    draw.ellipse((408, 180, 458, 230), fill=(40, 200, 250))
+    draw.rectangle((214, 350, 554, 690), fill=(90, 100, 120), outline=(20, 20, 30), width=6)  # body
+    path = folder / "robot.png"
+    image.save(path)
+    return path
+
+
+def inpainting_inputs(folder: Path, reference: Path) -> tuple[Path, Path]:
+    """A 1024x1024 photo and a mask that repaints its middle (black = regenerate, white = keep)."""
+    from PIL import Image, ImageDraw
+
+    image = Image.open(reference).convert("RGB").resize((1024, 1024))
+    mask = Image.new("L", (1024, 1024), 255)
+    ImageDraw.Draw(mask).rectangle((256, 256, 768, 768), fill=0)
+    image_path, mask_path = folder / "inpaint_image.png", folder / "inpaint_mask.png"
+    image.save(image_path)
+    mask.save(mask_path)
+    return image_path, mask_path
+
+
+@dataclass
+class RequestTimes:
+    """The runs of one (speed, path): wall seconds, stage laps and the times of the denoising steps."""
+
+    speed: str
+    path: str
+    wall: list[float] = dataclasses.field(default_factory=list)
+    stages: list[dict[str, float]] = dataclasses.field(default_factory=list)
+    step_ms: list[float] = dataclasses.field(default_factory=list)
+    steps: int = 0
+
+    def summary(self) -> dict:
+        stages = sorted({stage for run in self.stages for stage in run}, key=_order)
+        pipeline = [run.get("denoise", 0.0) + run.get("decode", 0.0) for run in self.stages]
+        return {
+            "speed": self.speed,
+            "path": self.path,
+            "runs": len(self.wall),
+            "first_s": self.wall[0],
+            "p50_s": _quantile(self.wall, 0.5),
+            "p90_s": _quantile(self.wall, 0.9),
+            "pipeline_p50_s": _quantile(pipeline, 0.5),
+            "steps": self.steps,
+            "ms_per_step": statistics.median(self.step_ms) if self.step_ms else None,
+            "stages_median_s": {
+                stage: statistics.median(run.get(stage, 0.0) for run in self.stages) for stage in stages
+            },
+        }
+
+
+def _quantile(values: list[float], q: float) -> float:
+    """Linear-interpolated quantile (statistics.quantiles needs two values; one run is its own p90)."""
+    ordered = sorted(values)
+    position = q * (len(ordered) - 1)
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def _synchronize() -> None:
+    if torch.cuda.is_available():  # GPU only: the CPU runs synchronously
+        torch.cuda.synchronize()
+
+
+def _dynamo_compilations() -> int:
+    """Frames dynamo has compiled so far (first compilations and recompilations alike): a request that
+    compiles anything raises it."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["frames"]["total"])
+
+
+def time_requests(service, cases: list[tuple[str, str, dict]], runs: int) -> list[RequestTimes]:
+    """Run each case `runs` times through service.generate; the first run is timed like the others."""
+    from model.request import build_request
+
+    results = []
+    for speed, path, files in cases:
+        request = build_request(
+            prompt=PROMPT,
+            seed=1,
+            resolution=SIZE if path != "inpainting" else "None",
+            style_type="Auto",
+            aspect_ratio="1:1",
+            rendering_speed=speed,
+            magic_prompt_option="Off",
+            **files,
+        )
+        times = RequestTimes(speed, path)
+        for _ in range(runs):
+            metrics: dict[str, float] = {}
+            step_times: list[float] = []
+
+            def record(key: str, value, metrics=metrics, step_times=step_times) -> None:
+                if key == "denoising_step":
+                    _synchronize()  # so that a step's time is the device's, not the launch queue's
+                    step_times.append(time.perf_counter())
+                metrics[key] = value
+
+            _synchronize()
+            started = time.perf_counter()
+            service.generate(request, record_metric=record)
+            times.wall.append(time.perf_counter() - started)
+            times.stages.append(stage_seconds(metrics))
+            times.steps = len(step_times)
+            if len(step_times) > 1:
+                times.step_ms.append(1000 * (step_times[-1] - step_times[0]) / (len(step_times) - 1))
+        results.append(times)
+    return results
+
+
+def time_plain_sdxl(weights_dir: Path, runs: int) -> list[dict]:
+    """Plain diffusers SDXL from the same files (no adapters, no LoRA), each speed's schedule, text to image.
+
+    On CUDA one untimed call per speed comes first (cuDNN and allocator warm-up): plain diffusers has no
+    setup warm-up of its own.
+    """
+    import diffusers
+    from diffusers import AutoencoderKL, StableDiffusionXLPipeline
+
+    from model.layout import SDXL_VARIANT, WeightsLayout
+    from model.service import serving_device
+
+    layout = WeightsLayout(weights_dir)
+    device, dtype = serving_device()
+    pipe = StableDiffusionXLPipeline.from_pretrained(
+        layout.sdxl,
+        vae=AutoencoderKL.from_pretrained(layout.vae, dtype=dtype),
+        variant=SDXL_VARIANT,
+        dtype=dtype,
+        add_watermarker=False,
+    ).to(device)
+    pipe.set_progress_bar_config(disable=True)
+    if device.type == "cuda":  # GPU only: the memory format apply_gpu_settings gives ours
+        pipe.unet.to(memory_format=torch.channels_last)
+        pipe.vae.to(memory_format=torch.channels_last)
+    config = pipe.scheduler.config
+    rows = []
+    for name, speed in SPEEDS.items():
+        spec = speed.scheduler
+        wall, step_ms = [], []
+        warm_up = 1 if device.type == "cuda" else 0
+        for run in range(runs + warm_up):
+            pipe.scheduler = getattr(diffusers, spec.class_name).from_config(config, **spec.options)
+            step_times: list[float] = []
+
+            def on_step(pipeline, step, timestep, tensors, step_times=step_times):
+                _synchronize()
+                step_times.append(time.perf_counter())
+                return tensors
+
+            _synchronize()
+            started = time.perf_counter()
+            pipe(
+                prompt=PROMPT,
+                negative_prompt="blurry, low quality",
+                width=1024,
+                height=1024,
+                num_inference_steps=speed.num_inference_steps,
+                guidance_scale=speed.guidance_scale,
+                generator=torch.Generator("cpu").manual_seed(1),
+                callback_on_step_end=on_step,
+            )
+            if run < warm_up:
+                continue
+            wall.append(time.perf_counter() - started)
+            if len(step_times) > 1:
+                step_ms.append(1000 * (step_times[-1] - step_times[0]) / (len(step_times) - 1))
+        rows.append(
+            {
+                "speed": name,
+                "runs": runs,
+                "p50_s": _quantile(wall, 0.5),
+                "p90_s": _quantile(wall, 0.9),
+                "ms_per_step": statistics.median(step_ms) if step_ms else None,
+            }
+        )
+    del pipe
+    return rows
+
+
+def time_magic_prompt(rewriter, runs: int) -> dict:
+    """The rewrite of the production LLM's architecture, forced to MAGIC_PROMPT_TOKENS new tokens (the random
+    profile's model has no end token), with no deadline: a rewrite cut short would time fewer tokens.
+    Random weights write noise, which the guard rails reject; that is timed like any other rewrite, as the
+    server would spend it, and the reasons are reported."""
+    from model.magic_prompt import RewriteError
+
+    rewriter.settings = dataclasses.replace(
+        rewriter.settings, max_new_tokens=MAGIC_PROMPT_TOKENS, timeout_seconds=float("inf")
+    )
+    seconds, tokens, rejected = [], [], set()
+    for seed in range(runs):
+        _synchronize()
+        started = time.perf_counter()
+        try:
+            rewriter.rewrite("a woman with a red umbrella in Paris", seed)
+        except RewriteError as error:
+            rejected.add(str(error))
+        seconds.append(time.perf_counter() - started)
+        tokens.append(rewriter.last_new_tokens)
+    return {
+        "model": rewriter.name,
+        "runs": runs,
+        "new_tokens": tokens,
+        "static_cache": rewriter.static_cache is not None,
+        "rejected_by_the_guard_rails": sorted(rejected),
+        "p50_s": _quantile(seconds, 0.5),
+        "p90_s": _quantile(seconds, 0.9),
+    }
+
+
+def random_profile(weights_dir: Path | None, smoke: bool, runs: int, command: str) -> dict:
+    """Write or reuse the random profile, load it as production does, and time everything; the JSON report."""
+    from model.random_profile import SIZES, ensure_random_profile
+    from model.service import CharacterService, serving_device
+
+    cuda = torch.cuda.is_available()
+    if not smoke and not cuda:
+        raise SystemExit(
+            "--profile random builds the real-size architecture (~14 GiB of weights in fp16): it needs a "
+            "CUDA GPU. On a CPU run `--profile random --smoke` (the tiny sizes, the same code)."
+        )
+    size = SIZES["tiny" if smoke else "real"]
+    device, dtype = serving_device()
+    if weights_dir is None:
+        weights_dir = Path(tempfile.mkdtemp(prefix=f"random-{size.name}-weights-"))
+    _, write_seconds = ensure_random_profile(weights_dir, size, device)
+    # The writer's modules are garbage now: free them before setup's peak memory is measured.
+    gc.collect()
+    if cuda:  # GPU only
+        torch.cuda.empty_cache()
+
+    setup_lines = _LogCapture("Setup seconds: ")
+    service_log = logging.getLogger("model.service")
+    service_log.addHandler(setup_lines)
+    previous_level = service_log.level
+    service_log.setLevel(logging.INFO)
+    if cuda:  # GPU only
+        torch.cuda.reset_peak_memory_stats()
+    try:
+        started = time.perf_counter()
+        service = CharacterService.load(weights_dir)
+        load_seconds = time.perf_counter() - started
+    finally:
+        service_log.removeHandler(setup_lines)
+        service_log.setLevel(previous_level)
+    setup_peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else None
+
+    folder = Path(tempfile.mkdtemp(prefix="benchmark-inputs-"))
+    face = reference_image(folder)
+    robot = cartoon_reference(folder)
+    image, mask = inpainting_inputs(folder, face)
+    files = {
+        "text-to-image": dict(character_reference_image=face, image=None, mask=None),
+        "inpainting": dict(character_reference_image=face, image=image, mask=mask),
+        "appearance": dict(character_reference_image=robot, image=None, mask=None),
+    }
+    cases = [(speed, path, files[path]) for speed in SPEEDS for path in PATHS]
+
+    compiled_before = _dynamo_compilations()
+    if cuda:  # GPU only
+        torch.cuda.reset_peak_memory_stats()
+    requests = time_requests(service, cases, runs)
+    magic = time_magic_prompt(service.rewriter, runs)
+    compiled_during = _dynamo_compilations() - compiled_before
+    request_peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else None
+    del service
+    plain = time_plain_sdxl(weights_dir, runs)
+
+    summaries = [times.summary() for times in requests]
+    plain_by_speed = {row["speed"]: row for row in plain}
+    ratios = [
+        {
+            "speed": row["speed"],
+            "path": row["path"],
+            "ours_pipeline_p50_s": row["pipeline_p50_s"],
+            "plain_p50_s": plain_by_speed[row["speed"]]["p50_s"],
+            "ratio": row["pipeline_p50_s"] / plain_by_speed[row["speed"]]["p50_s"],
+            "ms_per_step_ratio": (
+                row["ms_per_step"] / plain_by_speed[row["speed"]]["ms_per_step"]
+                if row["ms_per_step"] and plain_by_speed[row["speed"]]["ms_per_step"]
+                else None
+            ),
+        }
+        for row in summaries
+    ]
+    return {
+        "profile": "random",
+        "size": size.name,
+        "smoke": smoke,
+        "steps_per_speed": {name: speed.num_inference_steps for name, speed in SPEEDS.items()},
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "command": command,
+        "device": torch.cuda.get_device_name(0) if cuda else f"CPU ({torch.get_num_threads()} torch threads)",
+        "dtype": str(dtype).removeprefix("torch."),
+        "versions": {"python": platform.python_version(), "torch": torch.__version__},
+        "resolution": SIZE,
+        "runs": runs,
+        "weights_dir": str(weights_dir),
+        "setup": {
+            "write_seconds": write_seconds,
+            "load_seconds": load_seconds,
+            "split": setup_lines.last,
+            "peak_gpu_gib": setup_peak,
+        },
+        "requests": summaries,
+        "plain_sdxl": plain,
+        "ratios": ratios,
+        "magic_prompt": magic,
+        "peak_gpu_gib": request_peak,
+        "dynamo_compilations_during_requests": compiled_during,
+    }
+
+
+def _gib(value: float | None) -> str:
+    return "- (no GPU)" if value is None else f"{value:.1f} GiB"
+
+
+def random_table(report: dict) -> list[str]:
+    setup = report["setup"]
+    peak = report["peak_gpu_gib"]
+    lines = [
+        f"Measured on {report['device']} ({report['dtype']}), random weights of the {report['size']} "
+        f"architecture, {report['resolution']}, {report['runs']} run(s) per row, {report['date']}",
+        "",
+        f"Setup (CharacterService.load, warm-up included): {setup['load_seconds']:.1f} s ({setup['split']}); "
+        f"writing the random weights: {setup['write_seconds']:.1f} s.",
+        "",
+        "| speed | path | steps | first s | p50 s | p90 s | ms/step | " + " | ".join(STAGE_ORDER) + " |",
+        "|---|---|---|---|---|---|---|" + "---|" * len(STAGE_ORDER),
+    ]
+    for row in report["requests"]:
+        stages = row["stages_median_s"]
+        step = f"{row['ms_per_step']:.1f}" if row["ms_per_step"] is not None else "-"
+        cells = " | ".join(f"{stages[stage]:.3f}" if stage in stages else "-" for stage in STAGE_ORDER)
+        lines.append(
+            f"| {row['speed']} | {row['path']} | {row['steps']} | {row['first_s']:.3f} | {row['p50_s']:.3f} "
+            f"| {row['p90_s']:.3f} | {step} | {cells} |"
+        )
+    lines += [
+        "",
+        "Plain diffusers SDXL (same files, no adapters), text to image, and ours/plain (ours: the denoise "
+        "and decode stages, the part plain diffusers does)",
+        "",
+        "| speed | path | plain p50 s | plain p90 s | plain ms/step | ours s | ours/plain "
+        "| ms/step ours/plain |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    plain = {row["speed"]: row for row in report["plain_sdxl"]}
+    for row in report["ratios"]:
+        base = plain[row["speed"]]
+        step = f"{base['ms_per_step']:.1f}" if base["ms_per_step"] is not None else "-"
+        step_ratio = f"{row['ms_per_step_ratio']:.2f}" if row["ms_per_step_ratio"] is not None else "-"
+        lines.append(
+            f"| {row['speed']} | {row['path']} | {base['p50_s']:.3f} | {base['p90_s']:.3f} | {step} "
+            f"| {row['ours_pipeline_p50_s']:.3f} | {row['ratio']:.2f} | {step_ratio} |"
+        )
+    magic = report["magic_prompt"]
+    lines += [
+        "",
+        f"Magic prompt rewrite ({magic['model']}, static cache: {magic['static_cache']}), new tokens "
+        f"{sorted(set(magic['new_tokens']))}: p50 {magic['p50_s']:.3f} s, p90 {magic['p90_s']:.3f} s.",
+        f"Peak GPU memory: {_gib(peak)} during the requests; {_gib(setup['peak_gpu_gib'])} in setup "
+        f"(target: within a {GPU_MEMORY_GIB:.0f} GiB GPU).",
+        f"torch.compile (dynamo) compilations during the timed requests: "
+        f"{report['dynamo_compilations_during_requests']} (should be 0).",
+    ]
+    return lines
+
+
 def main(argv: list[str] | None = None) -> list[str]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--profile", choices=("tiny", "production"), required=True)
-    parser.add_argument("--weights-dir", type=Path, help="default: a fresh tiny profile, or ./weights")
-    parser.add_argument("--runs", type=int, default=5, help="requests per speed on the tiny profile")
-    parser.add_argument("--quick", action="store_true", help="CI: Turbo only, two runs, one load")
+    parser.add_argument("--profile", choices=("tiny", "production", "random"), required=True)
+    parser.add_argument(
+        "--weights-dir",
+        type=Path,
+        help="default: a fresh tiny profile, ./weights, or (random) a fresh folder; random reuses a folder "
+        "it wrote before",
+    )
+    parser.add_argument("--runs", type=int, help="requests per row (tiny: 5; random: 5, --smoke: 1)")
+    parser.add_argument("--quick", action="store_true", help="tiny, CI: Turbo only, two runs, one load")
+    parser.add_argument("--smoke", action="store_true", help="random, CI: the tiny sizes on any device")
+    parser.add_argument("--json", type=Path, help="random: also write the report as JSON to this file")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    if args.smoke and args.profile != "random":
+        parser.error("--smoke goes with --profile random")
+    if args.json and args.profile != "random":
+        parser.error("--json goes with --profile random")
+
+    if args.profile == "random":
+        runs = args.runs or (1 if args.smoke else RANDOM_RUNS)
+        with smoke_schedules() if args.smoke else contextlib.nullcontext():
+            command = "python scripts/benchmark.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+            report = random_profile(args.weights_dir, args.smoke, runs, command)
+        lines = random_table(report)
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(report, indent=2) + "\n")
+        print("\n".join(lines))
+        return lines
 
     lines = flops_table({name: request_flops(real_size_character(), name, s) for name, s in SPEEDS.items()})
     lines += [""] + memory_table() + [""]
@@ -273,7 +762,7 @@ def main(argv: list[str] | None = None) -> list[str]:
 
             weights_dir = Path(tempfile.mkdtemp(prefix="tiny-weights-"))
             build_tiny_profile(weights_dir)
-        speeds, runs, loads = (["Turbo"], 2, 1) if args.quick else (list(SPEEDS), args.runs, 3)
+        speeds, runs, loads = (["Turbo"], 2, 1) if args.quick else (list(SPEEDS), args.runs or 5, 3)
         cpu = f"this CPU ({torch.get_num_threads()} torch threads)"
         lines += stage_table(measure(weights_dir, speeds, runs, loads), cpu)
     elif torch.cuda.is_available():

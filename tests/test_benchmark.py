@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from model.checkpoint_layouts import LIGHTNING_LORA_RANK, lightning_lora_shapes
 from model.layout import TURBO_LORA_FILE
 from model.performance import (
     META,
@@ -23,7 +24,6 @@ from model.performance import (
     request_flops,
 )
 from model.speeds import SPEEDS, TURBO_LORA_ADAPTER
-from model.tiny_profile.turbo import LIGHTNING_LORA_RANK, lightning_lora_shapes
 from model.weights import production_manifest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -129,3 +129,77 @@ def test_gpu_benchmark_measures_each_speed():
     lines = main(["--profile", "production", "--weights-dir", str(weights)])
     for speed in SPEEDS:
         assert any(line.startswith(f"| {speed} |") and line.count("|") == 5 for line in lines), speed
+
+
+# --- --profile random: the serving path on random weights; on a CPU, the tiny sizes (--smoke)
+
+
+def test_random_profile_smoke_reports_every_row_in_the_table_and_the_json(tmp_path, capsys):
+    """The CPU smoke run of what a GPU runs at real size: the random profile written in the production
+    layout, loaded by CharacterService.load, every speed on every path, plain diffusers, the magic prompt.
+    About 30 s on 2 free cores (the tiny VAE decoding 1024x1024 is most of it)."""
+    import json
+
+    from benchmark import PATHS, main
+
+    report_file = tmp_path / "report.json"
+    lines = main(
+        ["--profile", "random", "--smoke", "--weights-dir", str(tmp_path / "w"), "--json", str(report_file)]
+    )
+    text = "\n".join(lines)
+    assert text == capsys.readouterr().out.strip()
+    report = json.loads(report_file.read_text())
+    assert report["profile"] == "random" and report["size"] == "tiny" and report["smoke"] is True
+    assert report["command"].startswith("python scripts/benchmark.py --profile random --smoke")
+    rows = {(row["speed"], row["path"]): row for row in report["requests"]}
+    assert set(rows) == {(speed, path) for speed in SPEEDS for path in PATHS}
+    for (speed, path), row in rows.items():
+        assert sum(line.startswith(f"| {speed} | {path} |") for line in lines) == 2, (speed, path)
+        assert row["runs"] == 1 and row["p50_s"] > 0 and row["p90_s"] >= row["p50_s"]
+        assert row["steps"] == report["steps_per_speed"][speed] and row["ms_per_step"] > 0
+        stages = row["stages_median_s"]
+        assert {"read_inputs", "face_analysis", "denoise", "decode", "encode_output"} <= set(stages)
+        assert ("composite" in stages) == (path == "inpainting")
+    assert {row["speed"] for row in report["plain_sdxl"]} == set(SPEEDS)
+    assert len(report["ratios"]) == len(rows) and all(r["ratio"] > 0 for r in report["ratios"])
+    magic = report["magic_prompt"]
+    assert magic["new_tokens"] == [90] and magic["p50_s"] > 0
+    assert report["setup"]["load_seconds"] > 0 and report["setup"]["split"].startswith("load_faces")
+    assert report["dynamo_compilations_during_requests"] == 0
+    assert "Magic prompt rewrite" in text and "compilations during the timed requests: 0" in text
+
+
+def test_random_profile_at_real_size_needs_cuda_and_says_how_to_smoke_test():
+    from benchmark import main
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: the real-size run would start")
+    with pytest.raises(SystemExit, match="needs a CUDA GPU.*--smoke"):
+        main(["--profile", "random"])
+
+
+def test_missing_packages_are_named_with_their_pip_pins(monkeypatch):
+    import benchmark
+
+    monkeypatch.setitem(benchmark.REQUIRED_PACKAGES, "no_such_module_here", "no-such-package==1.0")
+    assert benchmark.missing_packages() == ["no-such-package==1.0"]
+
+
+def test_the_prompt_model_config_is_the_published_qwen25_15b():
+    """reference/prompt-model/config.json was transcribed (no hub here): its parameters at 2 bytes (bf16)
+    fill the published model.safetensors up to the JSON header, ~110 bytes per tensor. A wrong width,
+    depth or head count is off by millions of bytes."""
+    import json
+
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from model.random_profile import PROMPT_MODEL_CONFIG
+
+    config = Qwen2Config(**json.loads(PROMPT_MODEL_CONFIG.read_text()))
+    with torch.device("meta"):
+        model = Qwen2ForCausalLM(config)
+    parameters = sum(p.numel() for p in model.parameters())  # tied embeddings are counted once
+    tensors = len(model.state_dict()) - 1  # the tied lm_head is not stored
+    (published,) = [f for f in production_manifest().files if f.path == "prompt_model/model.safetensors"]
+    header = published.size - 2 * parameters
+    assert 50 * tensors < header < 200 * tensors, header

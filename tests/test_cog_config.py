@@ -31,6 +31,24 @@ def test_schema_rejects_a_broken_config():
     assert list(validator.iter_errors({"biuld": {}}))
 
 
+def test_the_gpu_image_installs_the_gpu_wheel_of_onnxruntime_and_nothing_else_differs():
+    """cog.yaml installs requirements-gpu.txt: requirements.txt with onnxruntime-gpu for onnxruntime, at the
+    same version (checked to exist on PyPI with `pip index versions onnxruntime-gpu`), and lays the GPU wheel
+    over the CPU one that insightface's dependency pulls in."""
+    config = yaml.safe_load((ROOT / "cog.yaml").read_text(encoding="utf-8"))
+    assert config["build"]["python_requirements"] == "requirements-gpu.txt"
+    cpu = (ROOT / "requirements.txt").read_text(encoding="utf-8").splitlines()
+    gpu = (ROOT / "requirements-gpu.txt").read_text(encoding="utf-8").splitlines()
+    assert len(cpu) == len(gpu)
+    differing = [(a, b) for a, b in zip(cpu, gpu, strict=True) if a != b]
+    assert len(differing) == 1, differing
+    ((cpu_line, gpu_line),) = differing
+    name, version = cpu_line.split("==")
+    assert name == "onnxruntime" and gpu_line == f"onnxruntime-gpu=={version}"
+    (fix,) = [command for command in config["build"]["run"] if "onnxruntime" in command]
+    assert "pip uninstall -y onnxruntime " in fix and f"--force-reinstall {gpu_line}" in fix
+
+
 def test_runtime_requirements_are_pinned():
     for line in (ROOT / "requirements.txt").read_text(encoding="utf-8").splitlines():
         line = line.strip()

@@ -17,7 +17,15 @@ from PIL import Image
 from skimage import data
 
 from model.errors import InputError, WeightsError
-from model.identity import FaceAnalyzer, Identity, NoUsableFace, cosine_similarity
+from model.identity import (
+    CPU_PROVIDER,
+    CUDA_PROVIDER,
+    FaceAnalyzer,
+    Identity,
+    NoUsableFace,
+    cosine_similarity,
+    execution_providers,
+)
 from model.images import MAX_DECODED_PIXELS, load_image, load_mask
 from model.layout import FACE_DETECTOR_FILE, FACE_RECOGNIZER_FILE
 from model.tiny_profile.faces import write_face_models
@@ -389,3 +397,28 @@ def test_odd_files_load_upright_at_their_size(astronaut, tmp_path, kind, loader,
     if kind in ("RGBA", "LA"):
         grey, original = grey[40:-40, 40:-40], original[40:-40, 40:-40]
     assert np.corrcoef(grey.ravel(), original.ravel())[0, 1] > 0.9
+
+
+# --- The onnxruntime provider: CUDA first in the GPU image, the CPU as the fallback.
+
+
+@pytest.mark.parametrize(
+    "available, expected",
+    [
+        # onnxruntime-gpu (the Cog image) lists CUDA (and TensorRT, which we do not ask for).
+        (["TensorrtExecutionProvider", CUDA_PROVIDER, CPU_PROVIDER], ([CUDA_PROVIDER, CPU_PROVIDER], 0)),
+        # The CPU wheel (the tests, `make demo`).
+        ([CPU_PROVIDER], ([CPU_PROVIDER], -1)),
+        (["AzureExecutionProvider", CPU_PROVIDER], ([CPU_PROVIDER], -1)),
+    ],
+)
+def test_execution_providers_put_cuda_first_when_onnxruntime_has_it(available, expected):
+    assert execution_providers(available) == expected
+
+
+def test_face_analysis_logs_the_provider_its_sessions_run_on(face_dir, caplog):
+    # The CPU wheel here: the sessions run on the CPU, and the log line says so (0.3 s).
+    with caplog.at_level(logging.INFO, logger="model.identity"):
+        analyzer = FaceAnalyzer(face_dir)
+    assert analyzer.provider == CPU_PROVIDER == execution_providers()[0][0]
+    assert f"Face analysis runs on {CPU_PROVIDER}" in caplog.text

@@ -190,7 +190,7 @@ class StubLLM:
         self.reply = reply
         self.settings = config()
 
-    def generate(self, prompt: str, seed: int) -> str:
+    def generate_text(self, prompt: str, seed: int, do_sample: bool = True) -> str:
         return self.reply
 
     rewrite = PromptRewriter.rewrite
@@ -328,9 +328,9 @@ def short_fallback(fallback_rewriter) -> PromptRewriter:
 def test_same_seed_same_rewrite_other_seed_other_rewrite(short_fallback):
     # The LLM's reply before the guard rails, which may reject the 135M model's rewrites of this prompt.
     prompt = "a woman with a red umbrella in Paris"
-    first = short_fallback.generate(prompt, seed=7)
-    assert short_fallback.generate(prompt, seed=7) == first
-    assert short_fallback.generate(prompt, seed=8) != first
+    first = short_fallback.generate_text(prompt, seed=7)
+    assert short_fallback.generate_text(prompt, seed=7) == first
+    assert short_fallback.generate_text(prompt, seed=8) != first
 
 
 @pytest.mark.parametrize(("prompt", "auto_rewrites", "nouns"), TABLE, ids=IDS)
@@ -391,3 +391,86 @@ def test_production_rewrite_keeps_the_key_nouns(production_rewriter, prompt, aut
         assert any(word in rewrite for word in accepted), f"none of {accepted} in {rewrite!r}"
     for quoted in mp.quoted_texts(prompt):
         assert quoted[1:-1].casefold() in rewrite
+
+
+# ---------------------------------------------------------------- the static-cache path (CUDA's), on the CPU
+
+
+@pytest.fixture(scope="module")
+def tiny_qwen() -> tuple[torch.nn.Module, object]:
+    """The production LLM's architecture (Qwen2) at miniature width, random fp32 weights, with the chat
+    stand-in tokenizer and no end token (model/random_profile.py): every generation runs to max_new_tokens."""
+    from transformers import GenerationConfig, Qwen2ForCausalLM
+
+    from model.random_profile import SIZES
+    from model.stand_in_tokenizers import chat_stand_in_tokenizer
+
+    tokenizer = chat_stand_in_tokenizer()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = Qwen2ForCausalLM(SIZES["tiny"].prompt_model_config(len(tokenizer)))
+    model.generation_config = GenerationConfig(eos_token_id=None, pad_token_id=tokenizer.pad_token_id)
+    return model.eval(), tokenizer
+
+
+def _rewriters(tiny_qwen, **settings):
+    model, tokenizer = tiny_qwen
+    chosen = dataclasses.replace(config(), max_new_tokens=16, timeout_seconds=600, **settings)
+    dynamic = PromptRewriter(model, tokenizer, "dynamic", chosen)
+    static = PromptRewriter(model, tokenizer, "static", chosen, static_cache=True)
+    return dynamic, static
+
+
+@pytest.mark.parametrize("do_sample", [False, True], ids=["greedy", "sampled"])
+def test_the_static_cache_gives_the_dynamic_caches_text(tiny_qwen, do_sample):
+    # The GPU's decoding path (a reused StaticCache) on the CPU, uncompiled: the same tokens as the dynamic
+    # cache, greedy and seeded sampling, twice in a row (the cache is emptied between rewrites). fp32:
+    # in bf16 the longer masked attention rounds differently and sampled texts drift apart after a few
+    # tokens (measured on SmolLM2: identical in fp32 over 20 tokens, apart after ~10 in bf16). ~1 s each.
+    dynamic, static = _rewriters(tiny_qwen)
+    assert dynamic.static_cache is None and static.static_cache is not None
+    for prompt in ("a woman with a red umbrella in Paris", "un homme qui lit"):
+        expected = dynamic.generate_text(prompt, seed=5, do_sample=do_sample)
+        assert static.generate_text(prompt, seed=5, do_sample=do_sample) == expected
+        assert static.last_new_tokens == dynamic.last_new_tokens == 16
+
+
+def test_the_static_cache_holds_the_chat_a_long_prompt_and_the_new_tokens(tiny_qwen):
+    dynamic, static = _rewriters(tiny_qwen)
+    chat = len(static._chat_ids("")["input_ids"][0])
+    assert static.static_cache_length % mp.STATIC_CACHE_ROUNDING == 0
+    assert static.static_cache_length >= chat + mp.STATIC_CACHE_PROMPT_TOKENS + 16
+
+
+def test_a_prompt_longer_than_the_static_cache_uses_the_dynamic_cache(tiny_qwen, caplog):
+    dynamic, static = _rewriters(tiny_qwen)
+    # The stand-in tokenizer makes one token per byte.
+    prompt = "a very long prompt " * (mp.STATIC_CACHE_PROMPT_TOKENS // 10)
+    with caplog.at_level(logging.INFO, logger="model.magic_prompt"):
+        text = static.generate_text(prompt, seed=1, do_sample=False)
+    assert "overflow the static cache" in caplog.text
+    assert text == dynamic.generate_text(prompt, seed=1, do_sample=False)
+
+
+def test_warm_up_runs_rewrites_and_logs_their_times(tiny_qwen, caplog):
+    # On CUDA, load() calls this in setup so that compiling happens there; here it runs uncompiled.
+    _, static = _rewriters(tiny_qwen)
+    with caplog.at_level(logging.INFO, logger="model.magic_prompt"):
+        seconds = static.warm_up(rewrites=2)
+    assert seconds > 0 and "warmed up the static-cache decoding" in caplog.text
+
+
+def test_a_warm_up_failure_falls_back_to_the_dynamic_cache_with_a_warning(tiny_qwen, caplog, monkeypatch):
+    # E.g. torch.compile failing on the GPU machine: setup goes on, the rewrites go through generate()
+    # with the dynamic cache, and the log says why.
+    dynamic, static = _rewriters(tiny_qwen)
+
+    def broken_compiler(rewrites: int = 3) -> float:
+        raise RuntimeError("inductor: no C++ compiler")
+
+    monkeypatch.setattr(static, "warm_up", broken_compiler)
+    with caplog.at_level(logging.WARNING, logger="model.magic_prompt"):
+        static.warm_up_or_fall_back()
+    assert static.static_cache is None and "inductor: no C++ compiler" in caplog.text
+    assert static.model.generation_config.compile_config is None
+    assert static.generate_text("Marie Curie", seed=2) == dynamic.generate_text("Marie Curie", seed=2)

@@ -26,15 +26,14 @@ from diffusers.models.embeddings import IPAdapterFaceIDPlusImageProjection, IPAd
 from peft.tuners.lora import LoraLayer
 from PIL import Image
 
-from model.layout import FACEID_ADAPTER_FILE
-from model.performance import (
+from model.checkpoint_layouts import (
     FACEID_LORA_RANK,
-    META,
-    REFERENCE,
     VIT_H_WIDTH,
-    real_size_character,
-    real_size_modules,
+    faceid_plus_v2_shapes,
+    ip_adapter_plus_shapes,
 )
+from model.layout import FACEID_ADAPTER_FILE
+from model.performance import META, REFERENCE, real_size_character, real_size_modules
 from model.performance import SERVING_DTYPE as DTYPE
 from model.pipeline import (
     APPEARANCE_ADAPTER_INDEX,
@@ -43,8 +42,7 @@ from model.pipeline import (
     GenerationSettings,
 )
 from model.speeds import TURBO_LORA_ADAPTER
-from model.tiny_profile.appearance import ip_adapter_plus_shapes
-from model.tiny_profile.sdxl import SCHEDULER_CONFIG, faceid_plus_v2_shapes
+from model.tiny_profile.sdxl import SCHEDULER_CONFIG
 from model.weights import production_manifest
 
 # The parameter counts in reference/sdxl-architecture/README.md, in millions.

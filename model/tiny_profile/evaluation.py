@@ -13,7 +13,8 @@ import torch
 from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel
 
 from model.layout import WeightsLayout
-from model.tiny_profile.sdxl import CLIP_PAD_TOKEN, _text_config, write_tiny_tokenizer
+from model.stand_in_tokenizers import CLIP_PAD_TOKEN, write_clip_stand_in_tokenizer
+from model.tiny_profile.sdxl import _text_config
 
 SEED = 0
 WIDTH = 32  # ViT-L/14: 1024 (vision) and 768 (text) wide, projected to 768
@@ -39,7 +40,7 @@ def write_evaluation_clip(root: Path) -> list[Path]:
     """Write the tiny CLIP-T model into WeightsLayout(root).evaluation_clip; return the files written."""
     folder = WeightsLayout(root).evaluation_clip
     # The tokenizer writer starts from an empty folder, so it goes first.
-    write_tiny_tokenizer(folder, pad_token=CLIP_PAD_TOKEN)
+    write_clip_stand_in_tokenizer(folder, pad_token=CLIP_PAD_TOKEN)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(SEED)
         model = tiny_clip_model()

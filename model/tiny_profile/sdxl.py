@@ -2,14 +2,13 @@
 production layout.
 
 Every file has the class, file name and key names of its production counterpart, only the widths are
-miniature: the pipeline loads this folder with exactly the code that loads the real weights. The FaceID
-checkpoint builder is a function of the model dimensions, so the real-size wiring test builds the
-real-shape checkpoint (on the meta device) with the same code.
+miniature: the pipeline loads this folder with exactly the code that loads the real weights. The checkpoint
+layouts are model/checkpoint_layouts.py's, functions of the model dimensions; write_sdxl_folder() writes
+any size of modules, so the random real-size profile (model/random_profile.py) uses it too.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -19,14 +18,20 @@ from transformers import (
     CLIPTextConfig,
     CLIPTextModel,
     CLIPTextModelWithProjection,
-    CLIPTokenizer,
     CLIPVisionConfig,
     CLIPVisionModelWithProjection,
 )
 
+from model.checkpoint_layouts import faceid_plus_v2_state_dict
 from model.layout import SDXL_VARIANT, WeightsLayout
-from model.tiny_profile.appearance import write_appearance_adapter
-from model.tiny_profile.perceiver import perceiver_layer_shapes
+from model.stand_in_tokenizers import (
+    CLIP_PAD_TOKEN,
+    OPEN_CLIP_PAD_TOKEN,
+    clip_stand_in_tokenizer,
+    stand_in_vocab,
+    write_clip_stand_in_tokenizer,
+)
+from model.tiny_profile.appearance import TINY_RESAMPLER_WIDTH, write_appearance_adapter
 
 SEED = 0
 
@@ -53,62 +58,91 @@ TIME_EMBED_DIM = 8  # addition_time_embed_dim (256 in SDXL); six micro-condition
 CROSS_ATTENTION_DIM = 2 * TEXT_WIDTH
 IMAGE_ENCODER_WIDTH = 32  # ViT-H/14 is 1280 wide; 224 input and patch 14 are kept, so 257 tokens
 TINY_LORA_RANK = 4  # the real FaceID LoRA has rank 128
-# SDXL's first tokenizer (OpenAI CLIP) pads with the end-of-text token, the second (OpenCLIP) with "!".
-CLIP_PAD_TOKEN = "<|endoftext|>"
-OPEN_CLIP_PAD_TOKEN = "!"
-
-# FaceID Plus v2 architecture constants (IP-Adapter's ProjPlusModel), fixed by diffusers' converter:
-# it derives heads as to_q rows // 64 and renames perceiver layers 0 to 3 only.
-FACEID_DEPTH = 4
-FACEID_HEAD_DIM = 64
-FACEID_ID_MULT = 2  # proj: id_dim -> 2 * id_dim -> tokens * cross_attention_dim
-FACEID_FF_MULT = 4
 
 
 def write_sdxl_components(root: Path) -> list[Path]:
-    """Write the tiny SDXL, VAE, image encoder and FaceID checkpoint into WeightsLayout(root).
+    """Write the tiny SDXL, VAE, image encoder and both IP-Adapter checkpoints into WeightsLayout(root).
 
     Returns the files written. Deterministic: the same files on every run.
     """
-    layout = WeightsLayout(root)
     # Seeded module initialisation, without touching the caller's random state.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(SEED)
         unet = tiny_unet()
         vae = tiny_vae()
         image_encoder = tiny_image_encoder()
-        pipe = StableDiffusionXLPipeline(
-            vae=vae,
-            text_encoder=tiny_text_encoder(),
-            text_encoder_2=tiny_text_encoder_2(),
-            tokenizer=tiny_tokenizer(pad_token=CLIP_PAD_TOKEN),
-            tokenizer_2=tiny_tokenizer(pad_token=OPEN_CLIP_PAD_TOKEN),
+        text_encoder = tiny_text_encoder()
+        text_encoder_2 = tiny_text_encoder_2()
+    return write_sdxl_folder(
+        root,
+        dict(
             unet=unet,
-            scheduler=EulerDiscreteScheduler.from_config(SCHEDULER_CONFIG),
-            add_watermarker=False,
-        )
+            vae=vae,
+            image_encoder=image_encoder,
+            text_encoder=text_encoder,
+            text_encoder_2=text_encoder_2,
+        ),
+        clip_width=IMAGE_ENCODER_WIDTH,
+        faceid_lora_rank=TINY_LORA_RANK,
+        resampler_width=TINY_RESAMPLER_WIDTH,
+    )
+
+
+def write_sdxl_folder(
+    root: Path,
+    modules: dict[str, torch.nn.Module],
+    *,
+    clip_width: int,
+    faceid_lora_rank: int,
+    resampler_width: int,
+    seed: int = SEED,
+) -> list[Path]:
+    """Save SDXL modules (unet, vae, image_encoder, text_encoder, text_encoder_2; any size, any device) with
+    stand-in tokenizers, and random FaceID Plus v2 and IP-Adapter Plus checkpoints of the real layouts for
+    that UNet, into WeightsLayout(root), as the published files are stored. Returns the files written.
+
+    The tiny profile calls it with miniature modules, the random profile (model/random_profile.py) with
+    real-size ones: one writer, so both folders have the production layout by construction.
+    """
+    layout = WeightsLayout(root)
+    unet, vae = modules["unet"], modules["vae"]
+    pipe = StableDiffusionXLPipeline(
+        vae=vae,
+        text_encoder=modules["text_encoder"],
+        text_encoder_2=modules["text_encoder_2"],
+        tokenizer=clip_stand_in_tokenizer(pad_token=CLIP_PAD_TOKEN),
+        tokenizer_2=clip_stand_in_tokenizer(pad_token=OPEN_CLIP_PAD_TOKEN),
+        unet=unet,
+        scheduler=EulerDiscreteScheduler.from_config(SCHEDULER_CONFIG),
+        add_watermarker=False,
+    )
     # The real files of this variant hold fp16 tensors; the fp16-fix VAE and ViT-H encoder are fp32.
     vae.save_pretrained(layout.vae)
-    image_encoder.save_pretrained(layout.image_encoder)
+    modules["image_encoder"].save_pretrained(layout.image_encoder)
     pipe.to(torch.float16).save_pretrained(layout.sdxl, variant=SDXL_VARIANT)
     # The fp16-fix VAE in vae/ replaces SDXL's own, so sdxl/ keeps its model_index entry but not the folder.
     shutil.rmtree(layout.sdxl / "vae")
     # SDXL's tokenizer folders hold vocab.json and merges.txt (no tokenizer.json): write that file set, so
     # that transformers builds the tokenizers through the same path as in production.
-    write_tiny_tokenizer(layout.sdxl / "tokenizer", pad_token=CLIP_PAD_TOKEN)
-    write_tiny_tokenizer(layout.sdxl / "tokenizer_2", pad_token=OPEN_CLIP_PAD_TOKEN)
+    write_clip_stand_in_tokenizer(layout.sdxl / "tokenizer", pad_token=CLIP_PAD_TOKEN)
+    write_clip_stand_in_tokenizer(layout.sdxl / "tokenizer_2", pad_token=OPEN_CLIP_PAD_TOKEN)
 
     checkpoint = faceid_plus_v2_state_dict(
         unet,
-        clip_width=IMAGE_ENCODER_WIDTH,
-        lora_rank=TINY_LORA_RANK,
+        clip_width=clip_width,
+        lora_rank=faceid_lora_rank,
         dtype=torch.float16,  # as the published checkpoint
-        generator=torch.Generator().manual_seed(SEED),
+        generator=torch.Generator().manual_seed(seed),
     )
     layout.faceid_adapter.parent.mkdir(parents=True, exist_ok=True)
     torch.save(checkpoint, layout.faceid_adapter)
+    del checkpoint
     write_appearance_adapter(
-        layout.root, unet, clip_width=IMAGE_ENCODER_WIDTH, generator=torch.Generator().manual_seed(SEED + 1)
+        layout.root,
+        unet,
+        clip_width=clip_width,
+        width=resampler_width,
+        generator=torch.Generator().manual_seed(seed + 1),
     )
 
     return sorted(
@@ -161,7 +195,7 @@ def tiny_vae() -> AutoencoderKL:
 
 
 def _text_config(**overrides) -> CLIPTextConfig:
-    vocab = tiny_vocab()
+    vocab = stand_in_vocab()
     return CLIPTextConfig(
         vocab_size=len(vocab),
         hidden_size=TEXT_WIDTH,
@@ -198,157 +232,3 @@ def tiny_image_encoder() -> CLIPVisionModelWithProjection:
             hidden_act="gelu",
         )
     )
-
-
-def _bytes_to_unicode() -> dict[int, str]:
-    # GPT-2/CLIP's reversible byte -> printable character map, which the tokenizer's ByteLevel step applies.
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
-    printable += list(range(ord("®"), ord("ÿ") + 1))
-    codes = printable[:]
-    extra = 0
-    for byte in range(256):
-        if byte not in printable:
-            printable.append(byte)
-            codes.append(256 + extra)
-            extra += 1
-    return dict(zip(printable, map(chr, codes), strict=True))
-
-
-# A few merges so that the tokenizer exercises BPE merging, not only single characters.
-TINY_MERGES = ("t h", "th e</w>", "a n", "an d</w>", "i n", "o n</w>", "e r</w>")
-
-
-def tiny_vocab() -> dict[str, int]:
-    """Every byte alone and at a word end (so any text tokenizes), the merges, then the special tokens."""
-    symbols = list(_bytes_to_unicode().values())
-    tokens = symbols + [symbol + "</w>" for symbol in symbols]
-    tokens += ["".join(merge.split()) for merge in TINY_MERGES]
-    # Special tokens last, as in CLIP: the end-of-text id is the largest, which CLIP's pooling relies on.
-    tokens += ["<|startoftext|>", "<|endoftext|>"]
-    return {token: index for index, token in enumerate(tokens)}
-
-
-def tiny_tokenizer(pad_token: str) -> CLIPTokenizer:
-    return CLIPTokenizer(
-        vocab=tiny_vocab(),
-        merges=[tuple(merge.split()) for merge in TINY_MERGES],
-        pad_token=pad_token,
-        model_max_length=77,
-    )
-
-
-def write_tiny_tokenizer(folder: Path, pad_token: str) -> None:
-    """The file set of SDXL's tokenizer folders, with the tiny vocabulary."""
-    if folder.exists():
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True)
-    (folder / "vocab.json").write_text(json.dumps(tiny_vocab(), ensure_ascii=False) + "\n", encoding="utf-8")
-    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(TINY_MERGES) + "\n")
-    special = {
-        "bos_token": "<|startoftext|>",
-        "eos_token": "<|endoftext|>",
-        "unk_token": "<|endoftext|>",
-        "pad_token": pad_token,
-    }
-    (folder / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n")
-    config = {"tokenizer_class": "CLIPTokenizer", "model_max_length": 77, "do_lower_case": True, **special}
-    (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
-
-
-def _attention_modules(unet: UNet2DConditionModel) -> list[tuple[str, torch.nn.Module]]:
-    # IP-Adapter numbers its attention processors in the order of unet.attn_processors (diffusers'
-    # _load_ip_adapter_loras and the original IPAdapterFaceID.set_ip_adapter both enumerate it).
-    return [(name, unet.get_submodule(name.removesuffix(".processor"))) for name in unet.attn_processors]
-
-
-def faceid_plus_v2_shapes(
-    unet: UNet2DConditionModel,
-    *,
-    id_dim: int = 512,
-    clip_width: int = 1280,
-    tokens: int = 4,
-    lora_rank: int = 128,
-) -> dict[str, dict[str, tuple[int, ...]]]:
-    """Key names and shapes of ip-adapter-faceid-plusv2_sdxl.bin for this UNet, in the real file's order.
-
-    "image_proj" is IP-Adapter's ProjPlusModel (an MLP from the ArcFace embedding to `tokens` tokens,
-    then a 4-layer perceiver over the CLIP hidden states); "ip_adapter" holds, for every attention
-    processor N, the FaceID LoRA on q/k/v/out and, on cross attention, the IP key/value projections.
-    """
-    width = unet.config.cross_attention_dim
-    if width % FACEID_HEAD_DIM:
-        raise ValueError(f"cross_attention_dim {width} must be a multiple of {FACEID_HEAD_DIM}")
-    inner = width  # heads = width // 64, each 64 wide
-    image_proj: dict[str, tuple[int, ...]] = {
-        "proj.0.weight": (FACEID_ID_MULT * id_dim, id_dim),
-        "proj.0.bias": (FACEID_ID_MULT * id_dim,),
-        "proj.2.weight": (tokens * width, FACEID_ID_MULT * id_dim),
-        "proj.2.bias": (tokens * width,),
-        "norm.weight": (width,),
-        "norm.bias": (width,),
-        "perceiver_resampler.proj_in.weight": (width, clip_width),
-        "perceiver_resampler.proj_in.bias": (width,),
-        "perceiver_resampler.proj_out.weight": (width, width),
-        "perceiver_resampler.proj_out.bias": (width,),
-        "perceiver_resampler.norm_out.weight": (width,),
-        "perceiver_resampler.norm_out.bias": (width,),
-    }
-    for layer in range(FACEID_DEPTH):
-        image_proj |= perceiver_layer_shapes(
-            f"perceiver_resampler.layers.{layer}", width, inner, FACEID_FF_MULT
-        )
-
-    ip_adapter: dict[str, tuple[int, ...]] = {}
-    for index, (name, attention) in enumerate(_attention_modules(unet)):
-        hidden = attention.to_q.in_features
-        context = attention.to_k.in_features  # hidden for self attention, cross_attention_dim for cross
-        for projection, in_features in (
-            ("to_q", hidden),
-            ("to_k", context),
-            ("to_v", context),
-            ("to_out", hidden),
-        ):
-            ip_adapter[f"{index}.{projection}_lora.down.weight"] = (lora_rank, in_features)
-            ip_adapter[f"{index}.{projection}_lora.up.weight"] = (hidden, lora_rank)
-        if not name.endswith("attn1.processor"):
-            ip_adapter[f"{index}.to_k_ip.weight"] = (hidden, width)
-            ip_adapter[f"{index}.to_v_ip.weight"] = (hidden, width)
-    return {"image_proj": image_proj, "ip_adapter": ip_adapter}
-
-
-def _is_norm_weight(key: str) -> bool:
-    return key.endswith(("norm.weight", "norm1.weight", "norm2.weight", "norm_out.weight", ".1.0.weight"))
-
-
-def faceid_plus_v2_state_dict(
-    unet: UNet2DConditionModel,
-    *,
-    id_dim: int = 512,
-    clip_width: int = 1280,
-    tokens: int = 4,
-    lora_rank: int = 128,
-    device: torch.device | str = "cpu",
-    dtype: torch.dtype = torch.float32,
-    generator: torch.Generator | None = None,
-) -> dict[str, dict[str, torch.Tensor]]:
-    """A FaceID Plus v2 checkpoint for `unet`, with the real file's keys: {"image_proj", "ip_adapter"}.
-
-    Random weights (LayerNorms at identity); on the meta device, shapes only.
-    """
-    shapes = faceid_plus_v2_shapes(
-        unet, id_dim=id_dim, clip_width=clip_width, tokens=tokens, lora_rank=lora_rank
-    )
-    device = torch.device(device)
-
-    def tensor(key: str, shape: tuple[int, ...]) -> torch.Tensor:
-        if device.type == "meta":
-            return torch.empty(shape, device=device, dtype=dtype)
-        if _is_norm_weight(key):
-            return torch.ones(shape, device=device, dtype=dtype)
-        if len(shape) == 1:
-            return torch.zeros(shape, device=device, dtype=dtype)
-        # Scaled so that activations keep their size through each projection.
-        values = torch.randn(shape, generator=generator) / shape[-1] ** 0.5
-        return values.to(device=device, dtype=dtype)
-
-    return {part: {key: tensor(key, shape) for key, shape in keys.items()} for part, keys in shapes.items()}
