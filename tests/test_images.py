@@ -74,7 +74,8 @@ def test_heic_from_a_phone_carries_its_rotation_box_and_loads_upright(astronaut,
     path = tmp_path / "IMG_0001.HEIC"
     path.write_bytes(content)
     image, mask = load_image(path, "image"), load_mask(path, "mask")
-    assert image.size == mask.size == (384, 288) and (image.mode, mask.mode) == ("RGB", "L")
+    assert image.size == mask.size == (384, 288) and (image.mode, mask.grey.mode) == ("RGB", "L")
+    assert mask.alpha is None
     # Turned once only: the rotation box is applied and the EXIF tag, now 1, adds nothing.
     difference = np.abs(np.asarray(image, float) - np.asarray(landscape, float)).mean()
     assert difference < 4, difference

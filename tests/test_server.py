@@ -33,8 +33,11 @@ def test_default_request_with_data_uris(cog_server, portrait):
     for prefix in LOG_LINES:
         assert any(line.startswith(prefix) for line in lines), f"no '{prefix}' line in {lines}"
     assert any(line.startswith("Identity similarity: ") for line in lines)
-    # The defaults include magic_prompt_option=Auto, which rewrites a short prompt like this one.
-    assert any(line.startswith("Magic prompt: Auto, rewritten") for line in lines), lines
+    # The defaults include magic_prompt_option=Auto, which sends a short prompt like this one to the LLM: its
+    # rewrite is used, or the guard rails reject it and say why (the 135M offline model's often are).
+    assert any(
+        line.startswith(("Magic prompt: Auto, rewritten", "Magic prompt rejected (")) for line in lines
+    ), lines
 
 
 @pytest.fixture(scope="module")
