@@ -63,8 +63,11 @@ demo: install
 evaluate: install
 	$(BIN)/python scripts/evaluate.py --weights-dir $(WEIGHTS_DIR)
 
+# Two pytest-xdist workers, a test file each at a time (module fixtures such as a file's own server stay in one
+# worker), one torch thread each (tests/conftest.py): the tiny models leave a single process mostly idle on
+# one of the two cores.
 test: lint schema ui-venv browser
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 lint: install
 	$(BIN)/ruff check .

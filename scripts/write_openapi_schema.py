@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -229,7 +230,11 @@ def main() -> None:
     args = parser.parse_args()
     document = build(args.predictor)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    # Written whole, then renamed: a server starting meanwhile (tests start several at once) reads the old
+    # file or the new one, never half of one.
+    partial = args.out.with_name(f".{args.out.name}.{os.getpid()}")
+    partial.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    os.replace(partial, args.out)
     print(f"wrote {args.out}")
 
 

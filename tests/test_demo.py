@@ -8,7 +8,7 @@ import sys
 
 from PIL import Image
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, TORCH_THREADS
 
 # Long and English, so that magic_prompt_option=Auto keeps it and the run does not wait for the LLM.
 PROMPT = (
@@ -34,7 +34,7 @@ def test_demo_writes_an_image_from_the_tiny_profile(tiny_weights, tmp_path):
             PROMPT,
         ],
         cwd=ROOT,
-        env={**os.environ, "OMP_NUM_THREADS": "2"},
+        env={**os.environ, "OMP_NUM_THREADS": TORCH_THREADS},
         capture_output=True,
         text=True,
         timeout=600,
