@@ -138,19 +138,19 @@ def test_a_unet_step_dispatches_no_lora_operator(
     args, kwargs = unet_inputs(pipe, inputs, guided)
     ours = count_step(pipe.unet, args, kwargs)
     plain = plain_step_operators[guided]
-    # What is left over the plain UNet is the IP-Adapter's decoupled cross-attention of the adapter in
-    # use (its key and value projections and one attention per cross-attention layer). With both IP
-    # scales at 0 (diffusers then skips that attention) the rest must be within 10% of the plain UNet:
-    # no LoRA operator (the LoRAs are merged) and no image projection per step (once per call).
+    # Within 10% of the plain UNet: no LoRA operator (the LoRAs are merged), no image projection per step
+    # and no image key or value projection per step (both once per call); what is left over the plain
+    # UNet is one attention per cross-attention layer for the IP-Adapter in use. With both IP scales at 0
+    # (that attention is then skipped) the same bound must hold.
     for processor in pipe.unet.attn_processors.values():
         if hasattr(processor, "scale"):
             processor.scale = [0.0, 0.0]
     without_ip_attention = count_step(pipe.unet, args, kwargs)
     mode = "inpaint" if inpainting else "text-to-image"
     print(f"{speed} {path} {mode}: {ours} operators ({without_ip_attention} without IP attention)")
-    print(f"plain UNet: {plain}")
+    print(f"plain UNet: {plain}; ratio {ours / plain:.3f} ({without_ip_attention / plain:.3f} without)")
     assert without_ip_attention <= 1.10 * plain, (without_ip_attention, plain)
-    assert ours <= 1.20 * plain, (ours, plain)
+    assert ours <= 1.10 * plain, (ours, plain)
 
 
 def test_merged_output_equals_peft_unmerged_output(tiny_layout, pipeline, identity):
