@@ -153,6 +153,26 @@ def test_a_unet_step_dispatches_no_lora_operator(
     assert ours <= 1.10 * plain, (ours, plain)
 
 
+@pytest.mark.parametrize("path", ["face", "appearance"])
+def test_precomputed_image_keys_give_diffusers_output_bitwise(pipeline, identity, path):
+    # The UNet with each layer's image key and value computed once per call, against the same UNet with
+    # diffusers' own IPAdapterAttnProcessor2_0 path (key_values cleared: to_k_ip/to_v_ip per layer).
+    pipe, inputs = pipeline.prepare(
+        *(identity if path == "face" else (None, None)), path_settings("Default", path, False)
+    )
+    args, kwargs = unet_inputs(pipe, inputs, True)
+    processors = [p for p in pipe.unet.attn_processors.values() if hasattr(p, "key_values")]
+    assert len(processors) == sum(name.endswith("attn2.processor") for name in pipe.unet.attn_processors)
+    with torch.no_grad():
+        precomputed = pipe.unet(*args, **kwargs).sample
+        assert all(p.key_values is not None for p in processors)
+        for processor in processors:
+            processor.key_values = None
+        per_step = pipe.unet(*args, **kwargs).sample
+    assert torch.equal(precomputed, per_step)
+    assert not torch.equal(precomputed, torch.zeros_like(precomputed))
+
+
 def test_merged_output_equals_peft_unmerged_output(tiny_layout, pipeline, identity):
     reference = StableDiffusionXLPipeline.from_pretrained(
         tiny_layout.sdxl,
