@@ -76,8 +76,10 @@ class CharacterReference:
 def read_reference(
     image: Image.Image, faces: FaceAnalyzer, appearance_with_face: bool = False
 ) -> CharacterReference:
-    """Decide the path for an RGB reference image and prepare what that path reads."""
-    check_not_blank(image, REFERENCE_INPUT)
+    """Decide the path for an RGB reference image and prepare what that path reads.
+
+    The image has passed check_not_blank: the service checks every input before any model runs.
+    """
     found = faces.find_identity(image, REFERENCE_INPUT)
     if isinstance(found, NoUsableFace):
         log.info("%s; using the whole image as the character's appearance", found.reason)

@@ -13,6 +13,7 @@ from model.errors import ConfigurationError, InputError
 from model.identity import FaceAnalyzer
 from model.layout import WeightsLayout
 from model.reference import (
+    REFERENCE_INPUT,
     check_not_blank,
     head_and_shoulders,
     read_reference,
@@ -142,9 +143,10 @@ def test_appearance_beside_faceid_reads_the_head_and_shoulders_when_configured(f
     assert scales == {**STYLE_SCALES, "appearance_scale": 0.3}
 
 
-def test_blank_reference_fails_before_face_analysis(faces):
+def test_blank_reference_is_refused():
+    # The service calls this while it reads the inputs, before any model (tests/test_masks.py spies on that).
     with pytest.raises(InputError, match="blank"):
-        read_reference(Image.new("RGB", (512, 512), (90, 120, 200)), faces)
+        check_not_blank(Image.new("RGB", (512, 512), (90, 120, 200)), REFERENCE_INPUT)
 
 
 @pytest.mark.parametrize(
