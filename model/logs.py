@@ -41,5 +41,5 @@ def configure_logging() -> None:
     transformers.utils.logging.disable_progress_bar()
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"insightface\.")
     # The FaceID LoRA and the Turbo LoRA are loaded as two peft adapters on one UNet, then merged per
-    # request (model/merged_loras.py).
+    # request (model/generation/merged_loras.py).
     warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute", category=UserWarning)

@@ -23,27 +23,27 @@ import torch
 from PIL import Image
 
 from model.errors import ConfigurationError
-from model.identity import FaceAnalyzer
-from model.images import load_image, load_mask, profile_name, to_srgb
-from model.inpaint import InpaintPlan
-from model.layout import WeightsLayout
-from model.magic_prompt import PromptRewriter, magic_prompt
-from model.masks import read_mask
-from model.memory import release_freed_memory
-from model.pipeline import CharacterPipeline, GenerationSettings
-from model.reference import (
+from model.generation.pipeline import CharacterPipeline, GenerationSettings
+from model.generation.speeds import SPEEDS
+from model.identity.faces import FaceAnalyzer
+from model.identity.reference import (
     REFERENCE_INPUT,
     REFERENCE_PIXELS,
     CharacterReference,
     check_not_blank,
     read_reference,
 )
-from model.request import Request
+from model.inputs.images import load_image, load_mask, profile_name, to_srgb
+from model.inputs.inpaint import InpaintPlan
+from model.inputs.masks import read_mask
+from model.inputs.request import Request
+from model.memory import release_freed_memory
+from model.prompting.magic_prompt import PromptRewriter, magic_prompt
+from model.prompting.styles import choose_style
 from model.safety import SafetyChecker, load_safety_checker, safety_checker_enabled
-from model.speeds import SPEEDS
-from model.styles import choose_style
 from model.timing import StageTimer
-from model.weights import check_weights
+from model.weights.layout import WeightsLayout
+from model.weights.manifest import check_weights
 
 log = logging.getLogger(__name__)
 
@@ -168,8 +168,8 @@ class CharacterService:
 
         size = plan.working_size if plan is not None else request.size
         speed = SPEEDS[request.rendering_speed]
-        # The speed sets the adapter scales, the style multiplies them (model/styles.py), and the
-        # reference's path zeroes the adapter it does not use (model/reference.py).
+        # The speed sets the adapter scales, the style multiplies them (model/prompting/styles.py), and the
+        # reference's path zeroes the adapter it does not use (model/identity/reference.py).
         scales = reference.adapter_scales(
             style.identity_scales(speed), self.options.appearance_scale_with_face
         )
@@ -232,7 +232,8 @@ class CharacterService:
     @staticmethod
     def _read_inputs(request: Request) -> tuple[Image.Image, InpaintPlan | None]:
         """Load and check every file input, without any model: the reference (in sRGB, the models'
-        colour space; refused when blank), and for inpainting the image and the mask (model/masks.py)."""
+        colour space; refused when blank), and for inpainting the image and the mask
+        (model/inputs/masks.py)."""
         loaded = load_image(request.reference_image, REFERENCE_INPUT, reduce_to_pixels=REFERENCE_PIXELS)
         reference_image = to_srgb(loaded)
         if reference_image is not loaded:

@@ -10,17 +10,13 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from make_tiny_weights import build_tiny_profile  # noqa: E402
-
-from model.errors import WeightsError  # noqa: E402
-from model.layout import WeightsLayout  # noqa: E402
-from model.weights import check_weights, load_manifest  # noqa: E402
+from devtools.profiles.tiny import build_tiny_profile
+from model.errors import WeightsError
+from model.weights.layout import WeightsLayout
+from model.weights.manifest import check_weights, load_manifest
 
 PROMPT = "a close up photo of a woman in a fashion magazine photoshoot"
 
@@ -46,7 +42,7 @@ def reference_photo() -> Path:
     from skimage import data
 
     # Where Cog puts a downloaded input: directly in the temporary folder, the only place the predictor
-    # reads file inputs from (model/request.py).
+    # reads file inputs from (model/inputs/request.py).
     with tempfile.NamedTemporaryFile(prefix="demo-", suffix="astronaut.png", delete=False) as file:
         Image.fromarray(data.astronaut()).save(file, format="PNG")
     return Path(file.name)

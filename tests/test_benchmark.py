@@ -12,9 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from model.checkpoint_layouts import LIGHTNING_LORA_RANK, lightning_lora_shapes
-from model.layout import TURBO_LORA_FILE
-from model.performance import (
+from devtools.counting import (
     META,
     count_flops,
     fits_gpu,
@@ -23,8 +21,10 @@ from model.performance import (
     real_size_modules,
     request_flops,
 )
-from model.speeds import SPEEDS, TURBO_LORA_ADAPTER
-from model.weights import production_manifest
+from devtools.profiles.checkpoint_layouts import LIGHTNING_LORA_RANK, lightning_lora_shapes
+from model.generation.speeds import SPEEDS, TURBO_LORA_ADAPTER
+from model.weights.layout import TURBO_LORA_FILE
+from model.weights.manifest import production_manifest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -102,7 +102,7 @@ def test_production_components_fit_a_24_gb_gpu_with_room_for_activations():
 
 
 def test_benchmark_quick_prints_the_table(tiny_weights, capsys):
-    from benchmark import main
+    from devtools.benchmark import main
 
     lines = main(["--profile", "tiny", "--quick", "--weights-dir", str(tiny_weights)])
     text = "\n".join(lines)
@@ -124,7 +124,7 @@ def test_gpu_benchmark_measures_each_speed():
     weights = Path(os.environ.get("WEIGHTS_DIR", ROOT / "weights"))
     if not (weights / "manifest.json").is_file():
         pytest.skip(f"GPU only: production weights not found in {weights}")
-    from benchmark import main
+    from devtools.benchmark import main
 
     lines = main(["--profile", "production", "--weights-dir", str(weights)])
     for speed in SPEEDS:
@@ -140,7 +140,7 @@ def test_random_profile_smoke_reports_every_row_in_the_table_and_the_json(tmp_pa
     About 30 s on 2 free cores (the tiny VAE decoding 1024x1024 is most of it)."""
     import json
 
-    from benchmark import PATHS, main
+    from devtools.benchmark import PATHS, main
 
     report_file = tmp_path / "report.json"
     lines = main(
@@ -170,7 +170,7 @@ def test_random_profile_smoke_reports_every_row_in_the_table_and_the_json(tmp_pa
 
 
 def test_random_profile_at_real_size_needs_cuda_and_says_how_to_smoke_test():
-    from benchmark import main
+    from devtools.benchmark import main
 
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA: the real-size run would start")
@@ -179,21 +179,21 @@ def test_random_profile_at_real_size_needs_cuda_and_says_how_to_smoke_test():
 
 
 def test_missing_packages_are_named_with_their_pip_pins(monkeypatch):
-    import benchmark
+    from devtools import packages
 
-    monkeypatch.setitem(benchmark.REQUIRED_PACKAGES, "no_such_module_here", "no-such-package==1.0")
-    assert benchmark.missing_packages() == ["no-such-package==1.0"]
+    monkeypatch.setitem(packages.REQUIRED_PACKAGES, "no_such_module_here", "no-such-package==1.0")
+    assert packages.missing_packages() == ["no-such-package==1.0"]
 
 
 def test_the_prompt_model_config_is_the_published_qwen25_15b():
-    """reference/prompt-model/config.json was transcribed (no hub here): its parameters at 2 bytes (bf16)
+    """specs/prompt-model/config.json was transcribed (no hub here): its parameters at 2 bytes (bf16)
     fill the published model.safetensors up to the JSON header, ~110 bytes per tensor. A wrong width,
     depth or head count is off by millions of bytes."""
     import json
 
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    from model.random_profile import PROMPT_MODEL_CONFIG
+    from devtools.profiles.random import PROMPT_MODEL_CONFIG
 
     config = Qwen2Config(**json.loads(PROMPT_MODEL_CONFIG.read_text()))
     with torch.device("meta"):

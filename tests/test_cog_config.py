@@ -7,7 +7,7 @@ import yaml
 
 from tests.contract import ROOT
 
-COG_SCHEMA = ROOT / "reference" / "cog-config-schema-v1.0.json"
+COG_SCHEMA = ROOT / "specs" / "cog-config-schema-v1.0.json"
 
 
 def test_cog_yaml_passes_cogs_schema():

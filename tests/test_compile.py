@@ -15,12 +15,12 @@ import torch
 from PIL import Image
 from torch._dynamo.utils import counters
 
-from model.layout import WeightsLayout
-from model.pipeline import CharacterPipeline, GenerationSettings
-from model.speeds import SPEEDS
-from model.styles import styles
-from model.tiny_profile.sdxl import write_sdxl_components
-from model.tiny_profile.turbo import write_turbo_lora
+from devtools.profiles.tiny.sdxl import write_sdxl_components
+from devtools.profiles.tiny.turbo import write_turbo_lora
+from model.generation.pipeline import CharacterPipeline, GenerationSettings
+from model.generation.speeds import SPEEDS
+from model.prompting.styles import styles
+from model.weights.layout import WeightsLayout
 
 WARM_UP_SIZES = ((64, 64), (96, 64))
 

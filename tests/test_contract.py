@@ -2,15 +2,14 @@
 contract and the package's own tables (Cog reads the lists statically, so they must be literals)."""
 
 import ast
-import importlib.util
-import sys
 
 import pytest
 
-from model.request import SEED_MAX
-from model.sizes import ASPECT_RATIO_SIZES, parse_resolution
-from model.speeds import SPEEDS
-from model.styles import style_types
+from devtools.openapi_schema import build
+from model.generation.speeds import SPEEDS
+from model.inputs.request import SEED_MAX
+from model.inputs.sizes import ASPECT_RATIO_SIZES, parse_resolution
+from model.prompting.styles import style_types
 from tests.contract import ROOT, contract_differences, load_contract
 
 CONTRACT = load_contract()
@@ -69,13 +68,7 @@ def test_aspect_ratio_sizes_are_resolutions_of_the_contract():
 
 
 def test_generated_schema_matches_the_contract_field_by_field():
-    spec = importlib.util.spec_from_file_location(
-        "write_openapi_schema", ROOT / "scripts/write_openapi_schema.py"
-    )
-    writer = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(writer)
-    sys.path.insert(0, str(ROOT))
-    document = writer.build("predict.py:Predictor")
+    document = build("predict.py:Predictor")
     assert contract_differences(document, CONTRACT) == []
 
 

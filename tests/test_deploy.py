@@ -183,8 +183,9 @@ def test_dockerignore_keeps_weights_and_caches_out(path):
 @pytest.mark.parametrize(
     "path",
     ["predict.py", "cog.yaml", "requirements.txt", "requirements-gpu.txt", "model/service.py",
-     "model/weights_manifest.json",
-     "model/data/styles.json", "scripts/download_weights.py", "reference/sdxl-architecture/unet/config.json",
+     "model/weights/weights_manifest.json",
+     "model/prompting/data/styles.json", "scripts/download_weights.py",
+     "specs/sdxl-architecture/unet/config.json",
      # cog build writes its generated files under .cog/ and copies them from the context (cog#1961).
      ".cog/openapi_schema.json", ".cog/tmp/build123/requirements.txt"],
 )  # fmt: skip

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from model.evaluation import CAPTION_HEIGHT, DlibEmbedder, Sample, summarize, summary_table
-from model.identity import cosine_similarity
+from devtools.evaluation import CAPTION_HEIGHT, DlibEmbedder, Sample, summarize, summary_table
+from model.identity.faces import cosine_similarity
 
 ROOT = Path(__file__).resolve().parent.parent
 FACES = ROOT / "tests" / "data" / "faces"
@@ -75,7 +75,7 @@ def test_summary_per_speed_counts_faceless_outputs_apart():
 
 
 def test_tiny_end_to_end_writes_the_table_the_json_and_the_contact_sheet(tiny_weights, tmp_path, capsys):
-    from evaluate import TINY_WARNING, main
+    from devtools.evaluate import TINY_WARNING, main
 
     # The tiny colour-blob detector sees faces in these two (not in Grace Hopper's photo, whose flag it
     # takes for a small face), so CI runs on them; on tiny weights the outputs are noise.

@@ -1,6 +1,6 @@
 """The identity stage and image loading, on the tiny insightface models and skimage's astronaut photo.
 
-The tiny detector is a skin-colour detector (model/tiny_profile/faces.py): it finds faces in colour photos
+The tiny detector is a skin-colour detector (devtools/profiles/tiny/faces.py): it finds faces in colour photos
 only, so greyscale inputs are checked for how they load, not for a face.
 """
 
@@ -16,8 +16,9 @@ from insightface.utils import face_align
 from PIL import Image
 from skimage import data
 
+from devtools.profiles.tiny.faces import write_face_models
 from model.errors import InputError, WeightsError
-from model.identity import (
+from model.identity.faces import (
     CPU_PROVIDER,
     CUDA_PROVIDER,
     FaceAnalyzer,
@@ -26,9 +27,8 @@ from model.identity import (
     cosine_similarity,
     execution_providers,
 )
-from model.images import MAX_DECODED_PIXELS, load_image, load_mask
-from model.layout import FACE_DETECTOR_FILE, FACE_RECOGNIZER_FILE
-from model.tiny_profile.faces import write_face_models
+from model.inputs.images import MAX_DECODED_PIXELS, load_image, load_mask
+from model.weights.layout import FACE_DETECTOR_FILE, FACE_RECOGNIZER_FILE
 from tests.test_server_inputs import (
     animated,
     encoded,
@@ -175,7 +175,7 @@ def test_photo_without_skin_has_no_face(analyzer):
 
 
 def test_two_portraits_use_the_larger_face(analyzer, astronaut, caplog):
-    with caplog.at_level(logging.INFO, logger="model.identity"):
+    with caplog.at_level(logging.INFO, logger="model.identity.faces"):
         identity = analyzer.analyze(two_portraits(astronaut))
     assert identity.faces_found == 2
     assert f"Found 2 faces in {REFERENCE}; using the largest" in caplog.text
@@ -204,7 +204,7 @@ def test_face_smaller_than_the_minimum_is_refused(analyzer, astronaut):
     thumbnail = astronaut.resize((128, 128))
     with pytest.raises(InputError, match=f"{REFERENCE}.* at least 40 pixels wide"):
         analyzer.analyze(thumbnail)
-    # find_identity says why instead, for the appearance path (model/reference.py).
+    # find_identity says why instead, for the appearance path (model/identity/reference.py).
     found = analyzer.find_identity(thumbnail)
     assert isinstance(found, NoUsableFace) and found.faces_found == 1
     assert "only" in found.reason and "at least 40" in found.reason
@@ -296,7 +296,7 @@ def test_animated_gif_gives_its_first_frame(tmp_path):
 
 
 def test_mask_loads_its_grey_and_its_transparency_apart(tmp_path):
-    # What the transparency means is model/masks.py's decision; the loader hands both layers on.
+    # What the transparency means is model/inputs/masks.py's decision; the loader hands both layers on.
     mask = Image.new("RGBA", (64, 64), (0, 0, 0, 255))
     mask.paste((0, 0, 0, 0), (0, 0, 32, 64))
     path = tmp_path / "mask.png"
@@ -418,7 +418,7 @@ def test_execution_providers_put_cuda_first_when_onnxruntime_has_it(available, e
 
 def test_face_analysis_logs_the_provider_its_sessions_run_on(face_dir, caplog):
     # The CPU wheel here: the sessions run on the CPU, and the log line says so (0.3 s).
-    with caplog.at_level(logging.INFO, logger="model.identity"):
+    with caplog.at_level(logging.INFO, logger="model.identity.faces"):
         analyzer = FaceAnalyzer(face_dir)
     assert analyzer.provider == CPU_PROVIDER == execution_providers()[0][0]
     assert f"Face analysis runs on {CPU_PROVIDER}" in caplog.text

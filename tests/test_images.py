@@ -1,4 +1,4 @@
-"""Phone photos through the loader (model/images.py): HEIC with its rotation box, and the size limits.
+"""Phone photos through the loader (model/inputs/images.py): HEIC with its rotation box, and the size limits.
 
 Big files are made once per session (tests/test_server_inputs.camera_jpeg) or are small files whose
 header declares a big size. Peak memory is measured in a fresh Python process, since this one's peak
@@ -18,8 +18,8 @@ from PIL import Image
 from skimage import data
 
 from model.errors import InputError
-from model.images import MAX_DECODED_PIXELS, MAX_REDUCED_PIXELS, load_image, load_mask
-from model.reference import REFERENCE_INPUT, REFERENCE_PIXELS
+from model.identity.reference import REFERENCE_INPUT, REFERENCE_PIXELS
+from model.inputs.images import MAX_DECODED_PIXELS, MAX_REDUCED_PIXELS, load_image, load_mask
 from tests.conftest import ROOT, png_bytes
 from tests.test_server_inputs import camera_jpeg, heic, jpeg_declaring, png_declaring
 
@@ -33,7 +33,7 @@ MODE_50MP = (8160, 6144)
 PEAK = """
 import sys
 from PIL import Image
-from model.images import load_image
+from model.inputs.images import load_image
 
 def peak_kb():
     status = open("/proc/self/status").read()

@@ -8,10 +8,10 @@ import pytest
 from PIL import Image, ImageCms
 
 from model.errors import InputError
-from model.images import SRGB, load_image
-from model.inpaint import MIN_CONTEXT_PIXELS, SEAM_PIXELS, InpaintPlan, crop_box, density
-from model.masks import KEEP_THRESHOLD
-from model.sizes import WORKING_PIXELS, Size, working_size
+from model.inputs.images import SRGB, load_image
+from model.inputs.inpaint import MIN_CONTEXT_PIXELS, SEAM_PIXELS, InpaintPlan, crop_box, density
+from model.inputs.masks import KEEP_THRESHOLD
+from model.inputs.sizes import WORKING_PIXELS, Size, working_size
 from tests.colour_profiles import display_p3_profile, gray_profile
 
 

@@ -55,7 +55,7 @@ def test_no_pickle_without_weights_only_and_no_remote_code(path):
 
 
 # The one module that opens a URL: the operator's WEIGHTS_URL, fetched once at setup, never a request's input.
-SETUP_FETCH = ROOT / "model" / "weights_url.py"
+SETUP_FETCH = ROOT / "model" / "weights" / "url.py"
 
 
 @pytest.mark.parametrize("path", SERVED, ids=lambda p: str(p.relative_to(ROOT)))
@@ -71,9 +71,11 @@ def test_served_code_runs_no_shell_and_fetches_no_urls(path):
 
 
 def test_only_setup_reads_the_weights_url():
-    # weights_url's fetch is reached from setup() alone: nothing in the request path imports it.
-    importers = [path.name for path in SERVED if "fetch_weights_if_configured" in path.read_text()]
-    assert sorted(importers) == ["predict.py", "weights_url.py"]
+    # model/weights/url.py's fetch is reached from setup() alone: nothing in the request path imports it.
+    importers = [
+        str(path.relative_to(ROOT)) for path in SERVED if "fetch_weights_if_configured" in path.read_text()
+    ]
+    assert sorted(importers) == ["model/weights/url.py", "predict.py"]
     tree = ast.parse((ROOT / "predict.py").read_text(encoding="utf-8"))
     (setup,) = [node for node in ast.walk(tree) if isinstance(node, ast.FunctionDef) and node.name == "setup"]
     assert "fetch_weights_if_configured" in ast.unparse(setup)
@@ -92,7 +94,7 @@ def test_the_faceid_checkpoint_is_unpickled_with_weights_only(tiny_weights, monk
     # The one pickle file production loads goes through diffusers' load_state_dict: spy on torch.load.
     from diffusers.models.model_loading_utils import load_state_dict
 
-    from model.layout import WeightsLayout
+    from model.weights.layout import WeightsLayout
 
     seen = []
     real_load = torch.load
@@ -138,7 +140,7 @@ def test_a_damaged_weights_file_fails_setup_with_the_file_and_the_fix(tiny_weigh
     """Through the real server: /health-check stays at SETUP_FAILED and its setup logs say why."""
     import shutil
 
-    from model.layout import WeightsLayout
+    from model.weights.layout import WeightsLayout
     from tests.conftest import running_cog_server
 
     folder = tmp_path / "weights"

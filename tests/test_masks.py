@@ -12,8 +12,8 @@ from PIL import Image, ImageDraw, ImageFilter
 from skimage import data
 
 from model.errors import InputError
-from model.images import MaskLayers, load_mask
-from model.masks import (
+from model.inputs.images import MaskLayers, load_mask
+from model.inputs.masks import (
     BLACK_AND_WHITE,
     MAX_STRAY_GREY,
     TRANSPARENCY,
@@ -21,7 +21,7 @@ from model.masks import (
     read_mask,
     stray_grey_fraction,
 )
-from model.request import build_request
+from model.inputs.request import build_request
 from model.service import CharacterService
 
 FACES = Path(__file__).parent / "data" / "faces"
@@ -124,7 +124,7 @@ def grey(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("L"))
 
 
-# The measurements behind MAX_STRAY_GREY (model/masks.py): masks people make, and what is not a mask.
+# The measurements behind MAX_STRAY_GREY (model/inputs/masks.py): masks people make, and what is not a mask.
 MASKS = {
     "anti-aliased": lambda: drawn_mask(),
     "JPEG quality 10": lambda: jpeg(drawn_mask(), 10),

@@ -1,4 +1,5 @@
-"""LoRAs merged into the UNet's weights (model/merged_loras.py): no per-step adapter operators, the merged
+"""LoRAs merged into the UNet's weights (model/generation/merged_loras.py): no per-step adapter operators,
+the merged
 output equal to peft's unmerged one, exact switching, and a switch that fails part-way.
 
 The operator count of one UNet call (every aten operator dispatched, counted with a TorchDispatchMode) is
@@ -18,13 +19,18 @@ from peft.tuners.lora import LoraLayer
 from PIL import Image
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from model.layout import SDXL_VARIANT, WeightsLayout
-from model.merged_loras import MergedLoras
-from model.performance import memory_budget, real_size_character, settings_for
-from model.pipeline import FACEID_LORA_ADAPTER, CharacterPipeline, GenerationSettings, attach_adapters
-from model.speeds import SPEEDS, TURBO_LORA_ADAPTER
-from model.tiny_profile.sdxl import write_sdxl_components
-from model.tiny_profile.turbo import write_turbo_lora
+from devtools.counting import memory_budget, real_size_character, settings_for
+from devtools.profiles.tiny.sdxl import write_sdxl_components
+from devtools.profiles.tiny.turbo import write_turbo_lora
+from model.generation.merged_loras import MergedLoras
+from model.generation.pipeline import (
+    FACEID_LORA_ADAPTER,
+    CharacterPipeline,
+    GenerationSettings,
+    attach_adapters,
+)
+from model.generation.speeds import SPEEDS, TURBO_LORA_ADAPTER
+from model.weights.layout import SDXL_VARIANT, WeightsLayout
 
 SIZE = 64
 CPU = torch.device("cpu")

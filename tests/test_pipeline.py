@@ -13,16 +13,16 @@ import torch
 from PIL import Image
 from transformers import CLIPTokenizer
 
-from model.layout import WeightsLayout
-from model.pipeline import (
+from devtools.profiles.tiny.sdxl import write_sdxl_components
+from devtools.profiles.tiny.turbo import write_turbo_lora
+from model.generation.pipeline import (
     APPEARANCE_ADAPTER_INDEX,
     FACEID_ADAPTER_INDEX,
     FACEID_LORA_ADAPTER,
     CharacterPipeline,
     GenerationSettings,
 )
-from model.tiny_profile.sdxl import write_sdxl_components
-from model.tiny_profile.turbo import write_turbo_lora
+from model.weights.layout import WeightsLayout
 
 BASE = GenerationSettings(
     prompt="a portrait photo of a woman in a garden, soft light",

@@ -55,7 +55,7 @@ def reference(portrait, tmp_path_factory):
 
 def downloaded(path):
     """The file as Cog hands a downloaded input to the predictor: a copy directly in the temporary folder
-    (the predictor refuses any other path, model/request.py)."""
+    (the predictor refuses any other path, model/inputs/request.py)."""
     if path is None:
         return None
     with tempfile.NamedTemporaryFile(suffix=Path(path).name, delete=False) as copy:
@@ -134,7 +134,7 @@ def test_exif_rotated_reference_gives_the_same_identity(predictor, portrait, tmp
     exif[0x0112] = 6  # orientation: the stored pixels must be turned 90 degrees clockwise to view
     portrait.transpose(Image.Transpose.ROTATE_90).save(rotated, quality=95, exif=exif)
     faces = predictor.service.faces
-    from model.images import load_image
+    from model.inputs.images import load_image
 
     first = faces.analyze(load_image(upright, "character_reference_image"))
     second = faces.analyze(load_image(rotated, "character_reference_image"))
@@ -172,5 +172,5 @@ def test_logging_goes_to_stdout_as_bare_lines(capsys):
 
     configure_logging()
     configure_logging()  # idempotent: one handler, one line
-    logging.getLogger("model.request").info("Using seed: %d", 9)
+    logging.getLogger("model.inputs.request").info("Using seed: %d", 9)
     assert capsys.readouterr().out == "Using seed: 9\n"

@@ -6,8 +6,8 @@ import pytest
 import torch
 from diffusers import AutoencoderKL, StableDiffusionXLPipeline
 
-from model.layout import SDXL_VARIANT, WeightsLayout
-from model.prompt_encoding import encode_prompts, token_windows, window_count
+from model.generation.prompt_encoding import encode_prompts, token_windows, window_count
+from model.weights.layout import SDXL_VARIANT, WeightsLayout
 
 CPU = torch.device("cpu")
 NEGATIVE = "blurry, low quality"

@@ -152,7 +152,7 @@ def test_the_replicate_environment_passes_cogs_schema():
     config = yaml.safe_load((ROOT / "cog.yaml").read_text(encoding="utf-8"))
     (snippet,) = blocks("Replicate", "yaml")
     config["environment"] = yaml.safe_load(snippet)["environment"]
-    schema = json.loads((ROOT / "reference" / "cog-config-schema-v1.0.json").read_text(encoding="utf-8"))
+    schema = json.loads((ROOT / "specs" / "cog-config-schema-v1.0.json").read_text(encoding="utf-8"))
     jsonschema.validate(config, schema)
     assert {entry.split("=")[0] for entry in config["environment"]} == {
         "WEIGHTS_DIR",
@@ -163,9 +163,7 @@ def test_the_replicate_environment_passes_cogs_schema():
 
 def test_the_original_example_input_is_a_valid_request():
     (example,) = blocks("Replicate", "json")
-    contract = json.loads(
-        (ROOT / "reference" / "ideogram-character.contract.json").read_text(encoding="utf-8")
-    )
+    contract = json.loads((ROOT / "specs" / "ideogram-character.contract.json").read_text(encoding="utf-8"))
     inputs = contract["inputs"]
     for name, value in json.loads(example).items():
         assert name in inputs, name

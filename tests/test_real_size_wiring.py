@@ -1,7 +1,7 @@
 """Production wiring at real size, on empty (meta) weights: what the tiny profile cannot show.
 
 The real SDXL UNet, text encoders, VAE and ViT-H image encoder are built from their published configs
-(reference/sdxl-architecture) on the meta device, so no memory is allocated and no compute is done,
+(specs/sdxl-architecture) on the meta device, so no memory is allocated and no compute is done,
 but every shape is checked. FaceID Plus v2 and IP-Adapter Plus checkpoints with the real shapes are built
 by the same builders as the tiny ones and attached by CharacterPipeline.from_sdxl, the code that load()
 runs.
@@ -26,26 +26,26 @@ from diffusers.models.embeddings import IPAdapterFaceIDPlusImageProjection, IPAd
 from peft.tuners.lora import LoraLayer
 from PIL import Image
 
-from model.checkpoint_layouts import (
+from devtools.counting import META, SDXL_SPECS, real_size_character, real_size_modules
+from devtools.counting import SERVING_DTYPE as DTYPE
+from devtools.profiles.checkpoint_layouts import (
     FACEID_LORA_RANK,
     VIT_H_WIDTH,
     faceid_plus_v2_shapes,
     ip_adapter_plus_shapes,
 )
-from model.layout import FACEID_ADAPTER_FILE
-from model.performance import META, REFERENCE, real_size_character, real_size_modules
-from model.performance import SERVING_DTYPE as DTYPE
-from model.pipeline import (
+from devtools.profiles.tiny.sdxl import SCHEDULER_CONFIG
+from model.generation.pipeline import (
     APPEARANCE_ADAPTER_INDEX,
     FACEID_LORA_ADAPTER,
     CharacterPipeline,
     GenerationSettings,
 )
-from model.speeds import TURBO_LORA_ADAPTER
-from model.tiny_profile.sdxl import SCHEDULER_CONFIG
-from model.weights import production_manifest
+from model.generation.speeds import TURBO_LORA_ADAPTER
+from model.weights.layout import FACEID_ADAPTER_FILE
+from model.weights.manifest import production_manifest
 
-# The parameter counts in reference/sdxl-architecture/README.md, in millions.
+# The parameter counts in specs/sdxl-architecture/README.md, in millions.
 PUBLISHED_PARAMETERS = {
     "unet": 2567.5,
     "vae": 83.7,
@@ -65,7 +65,7 @@ REQUEST = GenerationSettings(
 
 
 def config(name: str) -> dict:
-    return json.loads((REFERENCE / name).read_text())
+    return json.loads((SDXL_SPECS / name).read_text())
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,10 @@ import pytest
 from PIL import Image, ImageDraw
 from skimage import data
 
+from devtools.profiles.tiny.faces import write_face_models
 from model.errors import ConfigurationError, InputError
-from model.identity import FaceAnalyzer
-from model.layout import WeightsLayout
-from model.reference import (
+from model.identity.faces import FaceAnalyzer
+from model.identity.reference import (
     REFERENCE_INPUT,
     check_not_blank,
     head_and_shoulders,
@@ -20,7 +20,7 @@ from model.reference import (
     subject_region,
 )
 from model.service import APPEARANCE_WITH_FACE_ENV, ServiceOptions
-from model.tiny_profile.faces import write_face_models
+from model.weights.layout import WeightsLayout
 
 STYLE_SCALES = {
     "ip_adapter_scale": 0.9,
@@ -113,7 +113,7 @@ def test_a_human_photo_takes_the_face_path(faces):
 
 
 def test_a_cartoon_takes_the_appearance_path_and_says_so(faces, caplog):
-    with caplog.at_level(logging.INFO, logger="model.reference"):
+    with caplog.at_level(logging.INFO, logger="model.identity.reference"):
         reference = read_reference(cartoon_robot(), faces)
     assert not reference.has_face
     assert (
@@ -130,7 +130,7 @@ def test_a_cartoon_takes_the_appearance_path_and_says_so(faces, caplog):
 
 
 def test_a_face_too_small_for_arcface_takes_the_appearance_path(faces, caplog):
-    with caplog.at_level(logging.INFO, logger="model.reference"):
+    with caplog.at_level(logging.INFO, logger="model.identity.reference"):
         reference = read_reference(Image.fromarray(data.astronaut()).resize((128, 128)), faces)
     assert not reference.has_face
     assert "is only" in reference.no_face_reason and "pixels wide" in caplog.text

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from model.errors import InputError
-from model.request import SEED_MAX, build_request, check_downloaded, output_size, resolve_seed
-from model.sizes import ASPECT_RATIO_SIZES, Size, working_size
+from model.inputs.request import SEED_MAX, build_request, check_downloaded, output_size, resolve_seed
+from model.inputs.sizes import ASPECT_RATIO_SIZES, Size, working_size
 
 DEFAULTS = dict(
     prompt="a portrait",

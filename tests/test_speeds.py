@@ -15,13 +15,13 @@ from diffusers import DPMSolverMultistepScheduler, EulerDiscreteScheduler, Stabl
 from PIL import Image
 from safetensors.torch import load_file
 
-from model.checkpoint_layouts import lightning_lora_shapes, lightning_lora_targets
-from model.layout import WeightsLayout
-from model.performance import settings_for
-from model.pipeline import FACEID_LORA_ADAPTER, CharacterPipeline
-from model.speeds import SPEEDS, TURBO_LORA_ADAPTER
-from model.tiny_profile.sdxl import tiny_unet, write_sdxl_components
-from model.tiny_profile.turbo import write_turbo_lora
+from devtools.counting import settings_for
+from devtools.profiles.checkpoint_layouts import lightning_lora_shapes, lightning_lora_targets
+from devtools.profiles.tiny.sdxl import tiny_unet, write_sdxl_components
+from devtools.profiles.tiny.turbo import write_turbo_lora
+from model.generation.pipeline import FACEID_LORA_ADAPTER, CharacterPipeline
+from model.generation.speeds import SPEEDS, TURBO_LORA_ADAPTER
+from model.weights.layout import WeightsLayout
 
 # The expected table, written out: a change to a speed must be made here too, on purpose.
 EXPECTED = {

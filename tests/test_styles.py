@@ -6,8 +6,8 @@ import logging
 
 import pytest
 
-from model.speeds import SPEEDS
-from model.styles import AUTO, IDENTITY_SCALE_NAMES, choose_style, style_types, styles
+from model.generation.speeds import SPEEDS
+from model.prompting.styles import AUTO, IDENTITY_SCALE_NAMES, choose_style, style_types, styles
 
 AUTO_TABLE = [
     ("an anime girl with silver hair", "Fiction"),
@@ -34,7 +34,7 @@ AUTO_TABLE = [
 
 @pytest.mark.parametrize(("prompt", "expected"), AUTO_TABLE)
 def test_auto_chooses_a_preset_from_the_prompt_and_logs_it(prompt, expected, caplog):
-    with caplog.at_level(logging.INFO, logger="model.styles"):
+    with caplog.at_level(logging.INFO, logger="model.prompting.styles"):
         assert choose_style(AUTO, prompt).name == expected
     assert f"Style: Auto chose {expected}" in caplog.text
 
@@ -70,7 +70,7 @@ def test_styles_multiply_the_speeds_identity_scales(speed):
     ],
 )
 def test_auto_leans_to_fiction_when_the_reference_has_no_human_face(prompt, expected, caplog):
-    with caplog.at_level(logging.INFO, logger="model.styles"):
+    with caplog.at_level(logging.INFO, logger="model.prompting.styles"):
         assert choose_style(AUTO, prompt, reference_has_face=False).name == expected
     assert f"Style: Auto chose {expected}" in caplog.text
     # With a face, a prompt without cues keeps the Realistic default.

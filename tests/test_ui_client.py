@@ -12,7 +12,7 @@ from PIL import Image
 from tests.conftest import ROOT
 from ui.client import Report, contract_fields, http_error_sentence, last_step, mask_from_strokes
 
-CONTRACT = json.loads((ROOT / "reference" / "ideogram-character.contract.json").read_text(encoding="utf-8"))
+CONTRACT = json.loads((ROOT / "specs" / "ideogram-character.contract.json").read_text(encoding="utf-8"))
 
 # A real prediction's logs on the tiny profile (Turbo, magic prompt Off).
 LOGS = """Using seed: 542619961
@@ -31,7 +31,7 @@ Image generation took 9.52 seconds
 
 
 def test_controls_come_from_the_servers_openapi_document():
-    from write_openapi_schema import build
+    from devtools.openapi_schema import build
 
     fields = contract_fields(build("predict.py:Predictor"))
     assert {field.name for field in fields} == set(CONTRACT["inputs"])

@@ -14,10 +14,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from model import download, weights
 from model.errors import WeightsError
-from model.layout import WeightsLayout
-from model.weights import (
+from model.weights import download
+from model.weights import manifest as weights
+from model.weights.layout import WeightsLayout
+from model.weights.manifest import (
     MANIFEST_NAME,
     STAMP_NAME,
     Manifest,
@@ -178,7 +179,7 @@ def test_entry_without_sha256_is_checked_by_size_and_its_digest_recorded(tmp_pat
             {"profile": "tiny", "files": [{"path": "vae/config.json", "size": len(data), "sha256": None}]}
         )
     )
-    caplog.set_level(logging.INFO, logger="model.weights")
+    caplog.set_level(logging.INFO, logger="model.weights.manifest")
     check_weights(WeightsLayout(root))
     digest = hashlib.sha256(data).hexdigest()
     assert f"no pinned sha256 in the manifest: checked by size only; its sha256 is {digest}" in caplog.text

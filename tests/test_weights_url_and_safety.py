@@ -19,11 +19,11 @@ import pytest
 import torch
 from PIL import Image
 
+from devtools.profiles.tiny.safety import ALWAYS_FLAGS, write_safety_checker
 from model.errors import WeightsError
 from model.safety import FLAGGED_MESSAGE, SAFETY_CHECKER_ENV, SafetyChecker, safety_checker_enabled
-from model.tiny_profile.safety import ALWAYS_FLAGS, write_safety_checker
-from model.weights import write_manifest
-from model.weights_url import WEIGHTS_SHA256_ENV, WEIGHTS_URL_ENV, fetch_weights_if_configured
+from model.weights.manifest import write_manifest
+from model.weights.url import WEIGHTS_SHA256_ENV, WEIGHTS_URL_ENV, fetch_weights_if_configured
 from tests.conftest import data_uri, decode_image, free_port, running_cog_server, serving_folder
 
 REQUEST = {
@@ -231,7 +231,7 @@ PUBLISHED_PREPROCESSOR_CONFIG = """{
 def test_the_published_preprocessor_config_loads(tmp_path):
     from transformers import CLIPImageProcessor
 
-    from model.weights import production_manifest
+    from model.weights.manifest import production_manifest
 
     (entry,) = [f for f in production_manifest().files if f.path == "safety_checker/preprocessor_config.json"]
     data = PUBLISHED_PREPROCESSOR_CONFIG.encode()
