@@ -4,7 +4,6 @@ Current Cog reads the input schema statically from this file, so every choice li
 tests/test_contract.py proves that these lists equal the contract and the package's own tables.
 """
 
-import os
 import tempfile
 from typing import Optional
 
@@ -13,6 +12,7 @@ from cog import BaseRunner, Input, Path
 from model.errors import reported_failures
 from model.inputs.request import build_request
 from model.logs import configure_logging
+from model.options import ServiceOptions
 from model.service import CharacterService
 from model.weights.url import fetch_weights_if_configured
 
@@ -41,10 +41,11 @@ SEED_MAX = 2147483647
 class Predictor(BaseRunner):
     def setup(self) -> None:
         configure_logging()
-        weights_dir = os.environ.get("WEIGHTS_DIR", "weights")
+        # Every environment variable, read and checked once, before anything is fetched or loaded.
+        options = ServiceOptions.from_environment()
         # Only with WEIGHTS_URL set, and only when the folder is missing or incomplete (model/weights/url.py).
-        fetch_weights_if_configured(weights_dir, os.environ)
-        self.service = CharacterService.load(weights_dir)
+        fetch_weights_if_configured(options.weights_dir, options.weights_url, options.weights_sha256)
+        self.service = CharacterService.load(options.weights_dir, options)
 
     def run(
         self,

@@ -40,7 +40,8 @@ from devtools.profiles.checkpoint_layouts import (
     lightning_lora_state_dict,
 )
 from devtools.profiles.stand_in_tokenizers import CLIP_PAD_TOKEN, OPEN_CLIP_PAD_TOKEN, clip_stand_in_tokenizer
-from model.generation.pipeline import PRISTINE_ON_GPU_MIN_GIB, CharacterPipeline, GenerationSettings
+from model.generation.pipeline import PRISTINE_ON_GPU_MIN_GIB, CharacterPipeline
+from model.generation.settings import FaceCondition, GenerationSettings
 from model.generation.speeds import Speed
 from model.weights.layout import APPEARANCE_ADAPTER_FILE, FACEID_ADAPTER_FILE, TURBO_LORA_FILE
 from model.weights.manifest import production_manifest
@@ -146,6 +147,11 @@ class RequestFlops:
 
 
 def settings_for(speed: Speed, width: int = 1024, height: int = 1024) -> GenerationSettings:
+    """A face request of `speed` (FaceID at the speed's scales, the appearance adapter off), on a unit
+    embedding and a black crop: the shapes of a request, which are all that FLOPs depend on."""
+    face = FaceCondition(
+        embedding=np.full(512, 512**-0.5, dtype=np.float32), face_crop=Image.new("RGB", (224, 224))
+    )
     return GenerationSettings(
         prompt=PROMPT,
         negative_prompt=NEGATIVE_PROMPT,
@@ -153,9 +159,8 @@ def settings_for(speed: Speed, width: int = 1024, height: int = 1024) -> Generat
         height=height,
         seed=0,
         **speed.schedule(),
-        ip_adapter_scale=speed.ip_adapter_scale,
-        faceid_lora_scale=speed.faceid_lora_scale,
-        face_structure_scale=speed.face_structure_scale,
+        adapters=speed.adapters.with_appearance(0.0),
+        face=face,
     )
 
 
@@ -169,10 +174,8 @@ def request_flops(
     every step has the same shapes; the VAE decodes once.
     """
     settings = settings_for(speed, width, height)
-    identity = np.full(512, 512**-0.5, dtype=np.float32)
-    crop = Image.new("RGB", (224, 224))
-    outside_loop = count_flops(lambda: character.prepare(identity, crop, settings))
-    pipe, inputs = character.prepare(identity, crop, settings)
+    outside_loop = count_flops(lambda: character.prepare(settings))
+    pipe, inputs = character.prepare(settings)
     dtype, device = pipe.unet.dtype, character.device
     guided = speed.guided
     with torch.no_grad():

@@ -1,7 +1,8 @@
 """The optional NSFW check of each output, as Ideogram moderates its own outputs.
 
-Owns the switch (environment variable CHARACTER_SAFETY_CHECKER, `on` by default: the contract has no input
-for it), loading the checker from the weights folder, and the error a flagged output ends with. The
+Owns loading the checker from the weights folder when it is switched on (CHARACTER_SAFETY_CHECKER, `on` by
+default, read in model/options.py: the contract has no input for it), and the error a flagged output ends
+with. The
 checker is diffusers' StableDiffusionSafetyChecker (the CLIP ViT-L/14 concept checker that Stable
 Diffusion ships) with its CLIPImageProcessor, both read from `safety_checker/` in the weights folder.
 """
@@ -9,7 +10,6 @@ Diffusion ships) with its CLIPImageProcessor, both read from `safety_checker/` i
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,13 +19,11 @@ from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionS
 from PIL import Image
 from transformers import CLIPImageProcessor
 
-from model.errors import ConfigurationError, RequestRefused
+from model.errors import RequestRefused
+from model.options import SAFETY_CHECKER_ENV
 
 log = logging.getLogger(__name__)
 
-SAFETY_CHECKER_ENV = "CHARACTER_SAFETY_CHECKER"
-SWITCH = {"on": True, "off": False}
-DEFAULT = "on"
 # The published checker (stable-diffusion-v1-5's safety_checker/) is stored in fp16 under this variant.
 SAFETY_CHECKER_VARIANT = "fp16"
 FLAGGED_MESSAGE = (
@@ -36,17 +34,6 @@ FLAGGED_MESSAGE = (
 
 class UnsafeOutputError(RequestRefused, RuntimeError):
     """The output was flagged by the safety checker; the prediction fails instead of returning it."""
-
-
-def safety_checker_enabled(environ: Mapping[str, str]) -> bool:
-    """Read the switch; an unknown value is a configuration error, never silently treated as on or off."""
-    value = environ.get(SAFETY_CHECKER_ENV, DEFAULT).strip().lower()
-    if value not in SWITCH:
-        raise ConfigurationError(
-            f"{SAFETY_CHECKER_ENV}={value!r} is not one of {', '.join(SWITCH)}: set it to on (the default) "
-            "or off."
-        )
-    return SWITCH[value]
 
 
 @dataclass

@@ -2,19 +2,17 @@
 
 CharacterService is what the Cog predictor holds: it loads every component once in `load()` and
 turns each Request into an image file. It keeps nothing from one request to the next but the folder of the
-last output, which the next request removes. ServiceOptions are
-the server's settings that the contract has no input for, read once from the environment at setup.
+last output, which the next request removes. Its settings come from ServiceOptions (model/options.py), read
+from the environment once, at setup.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,8 +20,8 @@ from typing import Any
 import torch
 from PIL import Image
 
-from model.errors import ConfigurationError
-from model.generation.pipeline import CharacterPipeline, GenerationSettings
+from model.generation.pipeline import CharacterPipeline
+from model.generation.settings import GenerationSettings
 from model.generation.speeds import SPEEDS
 from model.identity.faces import FaceAnalyzer
 from model.identity.reference import (
@@ -38,9 +36,10 @@ from model.inputs.inpaint import InpaintPlan
 from model.inputs.masks import read_mask
 from model.inputs.request import Request
 from model.memory import release_freed_memory
+from model.options import ServiceOptions
 from model.prompting.magic_prompt import PromptRewriter, magic_prompt
 from model.prompting.styles import choose_style
-from model.safety import SafetyChecker, load_safety_checker, safety_checker_enabled
+from model.safety import SafetyChecker, load_safety_checker
 from model.timing import StageTimer
 from model.weights.layout import WeightsLayout
 from model.weights.manifest import check_weights
@@ -50,35 +49,6 @@ log = logging.getLogger(__name__)
 RecordMetric = Callable[[str, Any], None]
 # A log line every few denoising steps (and the last): webhook clients see progress, the logs stay short.
 STEP_LOG_EVERY = 5
-
-# The appearance adapter's scale on a head-and-shoulders crop beside FaceID (hair, outfit); 0 = off.
-APPEARANCE_WITH_FACE_ENV = "CHARACTER_APPEARANCE_WITH_FACE"
-# Above about 1 the adapter copies the reference image outright.
-MAX_APPEARANCE_WITH_FACE = 1.0
-
-
-@dataclass(frozen=True)
-class ServiceOptions:
-    appearance_scale_with_face: float = 0.0
-    # The NSFW check of each output (model/safety.py); on unless switched off.
-    safety_checker: bool = True
-
-    @classmethod
-    def from_environment(cls, environ: Mapping[str, str]) -> ServiceOptions:
-        safety = safety_checker_enabled(environ)
-        raw = environ.get(APPEARANCE_WITH_FACE_ENV, "").strip()
-        if not raw:
-            return cls(safety_checker=safety)
-        try:
-            scale = float(raw)
-        except ValueError:
-            scale = math.nan
-        if not 0.0 <= scale <= MAX_APPEARANCE_WITH_FACE:
-            raise ConfigurationError(
-                f"{APPEARANCE_WITH_FACE_ENV}={raw!r}: set a number from 0 (off) to "
-                f"{MAX_APPEARANCE_WITH_FACE}, the appearance adapter's scale beside FaceID"
-            )
-        return cls(appearance_scale_with_face=scale, safety_checker=safety)
 
 
 def serving_device() -> tuple[torch.device, torch.dtype]:
@@ -105,9 +75,10 @@ class CharacterService:
     @classmethod
     def load(cls, weights_dir: str | Path, options: ServiceOptions | None = None) -> CharacterService:
         """Every component, once. Options default to the environment's, so every entry point (the Cog
-        predictor, the demo, the benchmark, the evaluation) honours the same switches."""
+        predictor, the demo, the benchmark, the evaluation) honours the same switches; `weights_dir` is
+        the folder to load (it overrides options.weights_dir)."""
         # Read first: a bad value fails setup before minutes of loading.
-        options = options if options is not None else ServiceOptions.from_environment(os.environ)
+        options = options if options is not None else ServiceOptions.from_environment()
         layout = WeightsLayout(Path(weights_dir))
         manifest = check_weights(layout)
         log.info("Loading %s weights from %s", manifest.profile, layout.root)
@@ -115,7 +86,7 @@ class CharacterService:
         timer = StageTimer()
         faces = FaceAnalyzer(layout.face_analysis)
         timer.lap("load_faces")
-        pipeline = CharacterPipeline.load(layout, device=device, dtype=dtype)
+        pipeline = CharacterPipeline.load(layout, device=device, dtype=dtype, compile=options.torch_compile)
         timer.lap("load_pipeline")
         if device.type == "cuda":
             # Every speed and path once before the server reports ready: the compilation (when
@@ -171,14 +142,14 @@ class CharacterService:
         # The speed sets the adapter scales, the style multiplies them (model/prompting/styles.py), and the
         # reference's path zeroes the adapter it does not use (model/identity/reference.py).
         scales = reference.adapter_scales(
-            style.identity_scales(speed), self.options.appearance_scale_with_face
+            style.adapter_scales(speed), self.options.appearance_scale_with_face
         )
         log.info(
             "Adapters: FaceID %.2f (LoRA %.2f, structure %.2f), appearance %.2f",
-            scales["ip_adapter_scale"],
-            scales["faceid_lora_scale"],
-            scales["face_structure_scale"],
-            scales["appearance_scale"],
+            scales.ip_adapter,
+            scales.faceid_lora,
+            scales.face_structure,
+            scales.appearance,
         )
         settings = GenerationSettings(
             prompt=style.apply(prompt),
@@ -187,7 +158,8 @@ class CharacterService:
             height=size.height,
             seed=request.seed,
             **speed.schedule(),
-            **scales,
+            adapters=scales,
+            face=reference.face,
             appearance_image=reference.appearance_image,
             init_image=plan.working_image if plan else None,
             mask_image=plan.working_mask if plan else None,
@@ -201,13 +173,7 @@ class CharacterService:
                 # The pipeline decodes the latents after its last step: split the call there.
                 timer.lap("denoise")
 
-        identity = reference.identity
-        image = self.pipeline.generate(
-            identity.embedding if identity else None,
-            identity.face_crop if identity else None,
-            settings,
-            on_step=on_step,
-        )
+        image = self.pipeline.generate(settings, on_step=on_step)
         timer.lap("decode")
         if plan is not None:
             image = plan.composite(image)

@@ -17,7 +17,8 @@ from torch._dynamo.utils import counters
 
 from devtools.profiles.tiny.sdxl import write_sdxl_components
 from devtools.profiles.tiny.turbo import write_turbo_lora
-from model.generation.pipeline import CharacterPipeline, GenerationSettings
+from model.generation.pipeline import CharacterPipeline
+from model.generation.settings import FaceCondition, GenerationSettings
 from model.generation.speeds import SPEEDS
 from model.prompting.styles import styles
 from model.weights.layout import WeightsLayout
@@ -53,13 +54,12 @@ def request(speed: str, face: bool, style: str, size: tuple[int, int], prompt: s
     rng = np.random.default_rng(7)
     embedding = rng.standard_normal(512).astype(np.float32)
     image = Image.fromarray(rng.integers(0, 256, (160, 120, 3), dtype=np.uint8), "RGB")
-    scales = styles()[style].identity_scales(SPEEDS[speed])
+    scales = styles()[style].adapter_scales(SPEEDS[speed])
     if face:
-        scales["appearance_scale"] = 0.0
+        scales = scales.with_appearance(0.0)
     else:
         # Another appearance scale than the warm-up's (the speed's, then half of it).
-        scales = {"ip_adapter_scale": 0.0, "faceid_lora_scale": 0.0, "face_structure_scale": 0.0}
-        scales["appearance_scale"] = 0.8 if style == "Fiction" else 0.45
+        scales = scales.without_face().with_appearance(0.8 if style == "Fiction" else 0.45)
     width, height = size
     settings = GenerationSettings(
         prompt=prompt,
@@ -68,15 +68,15 @@ def request(speed: str, face: bool, style: str, size: tuple[int, int], prompt: s
         height=height,
         seed=3,
         **(SPEEDS[speed].schedule() | {"num_inference_steps": 2}),
-        **scales,
+        adapters=scales,
+        face=FaceCondition(embedding / np.linalg.norm(embedding), image) if face else None,
         appearance_image=None if face else image,
     )
     if inpaint:
         mask = Image.new("L", size, 0)
         mask.paste(255, (8, 8, width - 8, height - 8))
         settings = dataclasses.replace(settings, init_image=Image.new("RGB", size, "white"), mask_image=mask)
-    identity = (embedding / np.linalg.norm(embedding), image) if face else (None, None)
-    return identity, settings
+    return settings
 
 
 def test_no_request_compiles_after_the_warm_up(compiled):
@@ -93,7 +93,7 @@ def test_no_request_compiles_after_the_warm_up(compiled):
         ("Quality", False, "Fiction", (128, 128), "a dragon", False),
     ]
     for case in cases:
-        identity, settings = request(*case)
-        image = pipeline.generate(*identity, settings)
+        settings = request(*case)
+        image = pipeline.generate(settings)
         assert image.size == settings.init_image.size if settings.inpainting else case[3]
     assert compiled_frames() == before

@@ -26,9 +26,9 @@ from model.generation.merged_loras import MergedLoras
 from model.generation.pipeline import (
     FACEID_LORA_ADAPTER,
     CharacterPipeline,
-    GenerationSettings,
     attach_adapters,
 )
+from model.generation.settings import FaceCondition, GenerationSettings
 from model.generation.speeds import SPEEDS, TURBO_LORA_ADAPTER
 from model.weights.layout import SDXL_VARIANT, WeightsLayout
 
@@ -78,11 +78,9 @@ def path_settings(speed: str, path: str, inpainting: bool) -> GenerationSettings
     if path == "appearance":
         settings = dataclasses.replace(
             settings,
-            ip_adapter_scale=0.0,
-            faceid_lora_scale=0.0,
-            face_structure_scale=0.0,
+            adapters=settings.adapters.without_face().with_appearance(SPEEDS[speed].adapters.appearance),
+            face=None,
             appearance_image=Image.new("RGB", (200, 300), "teal"),
-            appearance_scale=SPEEDS[speed].appearance_scale,
         )
     if inpainting:
         mask = Image.new("L", (SIZE, SIZE), 0)
@@ -91,6 +89,13 @@ def path_settings(speed: str, path: str, inpainting: bool) -> GenerationSettings
             settings, init_image=Image.new("RGB", (SIZE, SIZE), "grey"), mask_image=mask
         )
     return settings
+
+
+def prepare_with(pipeline: CharacterPipeline, identity, settings: GenerationSettings):
+    """pipeline.prepare, with the `identity` fixture's face on the face path (settings with a face)."""
+    if settings.face is not None:
+        settings = dataclasses.replace(settings, face=FaceCondition(*identity))
+    return pipeline.prepare(settings)
 
 
 def unet_inputs(pipe, inputs: dict, guided: bool) -> tuple[tuple, dict]:
@@ -125,7 +130,7 @@ def plain_step_operators(tiny_layout, pipeline, identity) -> dict[bool, int]:
     plain = UNet2DConditionModel.from_pretrained(tiny_layout.sdxl, subfolder="unet", variant=SDXL_VARIANT)
     counts = {}
     for guided, speed in ((False, "Turbo"), (True, "Default")):
-        pipe, inputs = pipeline.prepare(*identity, path_settings(speed, "face", False))
+        pipe, inputs = prepare_with(pipeline, identity, path_settings(speed, "face", False))
         del inputs["ip_adapter_image_embeds"]
         counts[guided] = count_step(plain, *unet_inputs(pipe, inputs, guided))
     return counts
@@ -138,7 +143,7 @@ def test_a_unet_step_dispatches_no_lora_operator(
     pipeline, identity, plain_step_operators, speed, path, inpainting
 ):
     settings = path_settings(speed, path, inpainting)
-    pipe, inputs = pipeline.prepare(*(identity if path == "face" else (None, None)), settings)
+    pipe, inputs = prepare_with(pipeline, identity, settings)
     assert pipe is (pipeline.inpaint if inpainting else pipeline.text_to_image)
     guided = SPEEDS[speed].guided
     args, kwargs = unet_inputs(pipe, inputs, guided)
@@ -163,9 +168,7 @@ def test_a_unet_step_dispatches_no_lora_operator(
 def test_precomputed_image_keys_give_diffusers_output_bitwise(pipeline, identity, path):
     # The UNet with each layer's image key and value computed once per call, against the same UNet with
     # diffusers' own IPAdapterAttnProcessor2_0 path (key_values cleared: to_k_ip/to_v_ip per layer).
-    pipe, inputs = pipeline.prepare(
-        *(identity if path == "face" else (None, None)), path_settings("Default", path, False)
-    )
+    pipe, inputs = prepare_with(pipeline, identity, path_settings("Default", path, False))
     args, kwargs = unet_inputs(pipe, inputs, True)
     processors = [p for p in pipe.unet.attn_processors.values() if hasattr(p, "key_values")]
     assert len(processors) == sum(name.endswith("attn2.processor") for name in pipe.unet.attn_processors)
@@ -190,7 +193,7 @@ def test_merged_output_equals_peft_unmerged_output(tiny_layout, pipeline, identi
     layout = tiny_layout
     attach_adapters(reference, layout.faceid_adapter, layout.appearance_adapter, layout.turbo_lora_file)
     assert any(isinstance(m, LoraLayer) for m in reference.unet.modules())
-    pipe, inputs = pipeline.prepare(*identity, path_settings("Default", "face", False))
+    pipe, inputs = prepare_with(pipeline, identity, path_settings("Default", "face", False))
     args, kwargs = unet_inputs(pipe, inputs, True)
     # The per-request state that prepare() set on ours: the face crop's tokens and the IP scales.
     projection = reference.unet.encoder_hid_proj.image_projection_layers[0]
@@ -275,7 +278,7 @@ def test_a_switch_that_fails_part_way_leaves_no_mixed_weights(tiny_layout, ident
     pipeline = load(tiny_layout)
     fresh = load(tiny_layout)
     turbo = path_settings("Turbo", "face", False)
-    pipeline.prepare(*identity, path_settings("Default", "face", False))
+    prepare_with(pipeline, identity, path_settings("Default", "face", False))
     written = []
     write = MergedLoras._write
 
@@ -287,16 +290,16 @@ def test_a_switch_that_fails_part_way_leaves_no_mixed_weights(tiny_layout, ident
 
     monkeypatch.setattr(MergedLoras, "_write", staticmethod(fail_after_three_layers))
     with pytest.raises(RuntimeError, match="injected"):
-        pipeline.prepare(*identity, turbo)
+        prepare_with(pipeline, identity, turbo)
     # Three layers hold the new set and the others the old one: the state says it does not know.
     assert pipeline.loras.merged is None
     monkeypatch.setattr(MergedLoras, "_write", staticmethod(write))
     # The next request of the same set as before the failure re-merges every layer from pristine.
-    pipeline.prepare(*identity, path_settings("Default", "face", False))
+    prepare_with(pipeline, identity, path_settings("Default", "face", False))
     fresh.loras.use({FACEID_LORA_ADAPTER: 1.0})
     assert_bitwise_equal(state(pipeline), state(fresh), "after the failure")
     # And a switch from there is exact too.
-    pipeline.prepare(*identity, turbo)
+    prepare_with(pipeline, identity, turbo)
     fresh.loras.use({})
     fresh.loras.use({FACEID_LORA_ADAPTER: 1.0, TURBO_LORA_ADAPTER: 1.0})
     assert_bitwise_equal(state(pipeline), state(fresh), "Turbo after the failure")

@@ -20,9 +20,17 @@ from model.generation.pipeline import (
     FACEID_ADAPTER_INDEX,
     FACEID_LORA_ADAPTER,
     CharacterPipeline,
-    GenerationSettings,
 )
+from model.generation.settings import AdapterScales, FaceCondition, GenerationSettings
 from model.weights.layout import WeightsLayout
+
+
+def random_identity(seed: int) -> tuple[np.ndarray, Image.Image]:
+    rng = np.random.default_rng(seed)
+    embedding = rng.standard_normal(512).astype(np.float32)
+    crop = Image.fromarray(rng.integers(0, 256, (224, 224, 3), dtype=np.uint8), "RGB")
+    return embedding / np.linalg.norm(embedding), crop
+
 
 BASE = GenerationSettings(
     prompt="a portrait photo of a woman in a garden, soft light",
@@ -32,6 +40,7 @@ BASE = GenerationSettings(
     seed=1234,
     num_inference_steps=2,
     guidance_scale=5.0,
+    face=FaceCondition(*random_identity(0)),
 )
 
 
@@ -48,13 +57,6 @@ def pipeline(tiny_layout) -> CharacterPipeline:
     return CharacterPipeline.load(tiny_layout, torch.device("cpu"), torch.float32)
 
 
-def random_identity(seed: int) -> tuple[np.ndarray, Image.Image]:
-    rng = np.random.default_rng(seed)
-    embedding = rng.standard_normal(512).astype(np.float32)
-    crop = Image.fromarray(rng.integers(0, 256, (224, 224, 3), dtype=np.uint8), "RGB")
-    return embedding / np.linalg.norm(embedding), crop
-
-
 @pytest.fixture(scope="session")
 def identity() -> tuple[np.ndarray, Image.Image]:
     return random_identity(0)
@@ -64,16 +66,21 @@ def pixels(image: Image.Image) -> np.ndarray:
     return np.asarray(image)
 
 
+def scales(**changes: float) -> AdapterScales:
+    """BASE's adapter scales with some changed."""
+    return dataclasses.replace(BASE.adapters, **changes)
+
+
 def run(pipeline: CharacterPipeline, identity, **changes) -> np.ndarray:
-    return pixels(pipeline.generate(*identity, dataclasses.replace(BASE, **changes)))
+    face = FaceCondition(*identity)
+    return pixels(pipeline.generate(dataclasses.replace(BASE, face=face, **changes)))
 
 
 @pytest.mark.parametrize(("width", "height"), [(1024, 1024), (1344, 768)])
 def test_text_to_image_has_the_requested_size_and_reports_each_step(pipeline, identity, width, height):
     steps = []
     image = pipeline.generate(
-        *identity,
-        dataclasses.replace(BASE, width=width, height=height),
+        dataclasses.replace(BASE, width=width, height=height, face=FaceCondition(*identity)),
         on_step=lambda step, total: steps.append((step, total)),
     )
     assert image.size == (width, height)
@@ -92,10 +99,12 @@ def test_identity_reaches_the_image_only_through_the_adapter_scale(pipeline, ide
     # face gives the same image; at a large scale the face changes it.
     other = random_identity(1)
     assert np.array_equal(
-        run(pipeline, identity, ip_adapter_scale=0.0), run(pipeline, other, ip_adapter_scale=0.0)
+        run(pipeline, identity, adapters=scales(ip_adapter=0.0)),
+        run(pipeline, other, adapters=scales(ip_adapter=0.0)),
     )
     assert not np.array_equal(
-        run(pipeline, identity, ip_adapter_scale=10.0), run(pipeline, other, ip_adapter_scale=10.0)
+        run(pipeline, identity, adapters=scales(ip_adapter=10.0)),
+        run(pipeline, other, adapters=scales(ip_adapter=10.0)),
     )
 
 
@@ -105,14 +114,15 @@ def test_faceid_lora_is_loaded_on_every_attention_and_active(pipeline, identity)
     unet_attentions = [name for name in unet.attn_processors if not name.startswith("encoder_hid_proj")]
     assert pipeline.loras.layer_count(FACEID_LORA_ADAPTER) == 4 * len(unet_attentions)
 
-    with_lora = run(pipeline, identity, faceid_lora_scale=1.0)
+    with_lora = run(pipeline, identity, adapters=scales(faceid_lora=1.0))
     assert pipeline.loras.merged == {FACEID_LORA_ADAPTER: 1.0}
-    assert not np.array_equal(with_lora, run(pipeline, identity, faceid_lora_scale=0.0))
+    assert not np.array_equal(with_lora, run(pipeline, identity, adapters=scales(faceid_lora=0.0)))
 
 
 def test_face_structure_scale_changes_the_image(pipeline, identity):
     assert not np.array_equal(
-        run(pipeline, identity, face_structure_scale=0.0), run(pipeline, identity, face_structure_scale=2.0)
+        run(pipeline, identity, adapters=scales(face_structure=0.0)),
+        run(pipeline, identity, adapters=scales(face_structure=2.0)),
     )
 
 
@@ -129,7 +139,8 @@ def inpaint_settings(width: int, height: int, **changes) -> GenerationSettings:
 def test_inpainting_returns_the_working_size(pipeline, identity):
     steps = []
     image = pipeline.generate(
-        *identity, inpaint_settings(1152, 896), on_step=lambda step, total: steps.append((step, total))
+        inpaint_settings(1152, 896, face=FaceCondition(*identity)),
+        on_step=lambda step, total: steps.append((step, total)),
     )
     assert image.size == (1152, 896)
     assert steps == [(1, 2), (2, 2)]
@@ -145,12 +156,13 @@ def appearance_image(seed: int) -> Image.Image:
     return Image.fromarray(rng.integers(0, 256, (300, 200, 3), dtype=np.uint8), "RGB")
 
 
-WITHOUT_FACE = dict(ip_adapter_scale=0.0, faceid_lora_scale=0.0, face_structure_scale=0.0)
+WITHOUT_FACE = AdapterScales(ip_adapter=0.0, faceid_lora=0.0, face_structure=0.0)
 
 
-def run_without_face(pipeline: CharacterPipeline, **changes) -> np.ndarray:
-    settings = dataclasses.replace(BASE, **(WITHOUT_FACE | changes))
-    return pixels(pipeline.generate(None, None, settings))
+def run_without_face(pipeline: CharacterPipeline, appearance_scale: float = 0.0, **changes) -> np.ndarray:
+    adapters = WITHOUT_FACE.with_appearance(appearance_scale)
+    settings = dataclasses.replace(BASE, face=None, adapters=adapters, **changes)
+    return pixels(pipeline.generate(settings))
 
 
 def adapter_state(pipeline: CharacterPipeline, pipe) -> tuple[list[list[float]], dict[str, float] | None]:
@@ -170,13 +182,13 @@ def test_both_adapters_are_loaded_in_order(pipeline):
 
 
 def test_face_path_runs_faceid_only_and_the_appearance_path_the_appearance_adapter_only(pipeline, identity):
-    pipe, _ = pipeline.prepare(*identity, BASE)
+    pipe, _ = pipeline.prepare(dataclasses.replace(BASE, face=FaceCondition(*identity)))
     assert adapter_state(pipeline, pipe) == ([[1.0, 0.0]], {FACEID_LORA_ADAPTER: 1.0})
 
     without_face = dataclasses.replace(
-        BASE, **WITHOUT_FACE, appearance_image=appearance_image(0), appearance_scale=0.6
+        BASE, face=None, adapters=WITHOUT_FACE.with_appearance(0.6), appearance_image=appearance_image(0)
     )
-    pipe, inputs = pipeline.prepare(None, None, without_face)
+    pipe, inputs = pipeline.prepare(without_face)
     # FaceID's attention is skipped (scale 0) and its LoRA left out of the weights; its ID input is zeros.
     assert adapter_state(pipeline, pipe) == ([[0.0, 0.6]], {})
     assert not inputs["ip_adapter_image_embeds"][FACEID_ADAPTER_INDEX].any()
@@ -192,13 +204,15 @@ def test_appearance_reaches_the_image_only_through_its_scale(pipeline):
     assert not np.array_equal(image(0, 10.0), image(1, 10.0))
 
 
-def test_a_request_without_face_or_appearance_is_a_callers_mistake(pipeline, identity):
-    with pytest.raises(ValueError, match="face .* or an appearance_image"):
-        pipeline.prepare(None, None, dataclasses.replace(BASE, **WITHOUT_FACE))
+def test_a_request_without_face_or_appearance_is_a_callers_mistake():
+    with pytest.raises(ValueError, match="face or an appearance_image"):
+        dataclasses.replace(BASE, face=None, adapters=WITHOUT_FACE)
     with pytest.raises(ValueError, match="without a face"):
-        pipeline.prepare(None, None, dataclasses.replace(BASE, appearance_image=appearance_image(0)))
+        dataclasses.replace(BASE, face=None, appearance_image=appearance_image(0))
     with pytest.raises(ValueError, match="appearance_image is not"):
-        dataclasses.replace(BASE, appearance_scale=0.5)
+        dataclasses.replace(BASE, adapters=scales(appearance=0.5))
+    with pytest.raises(ValueError, match="one vector"):
+        FaceCondition(np.zeros((1, 512), np.float32), Image.new("RGB", (224, 224)))
 
 
 def test_no_state_leaks_from_one_request_into_the_next(pipeline, identity):
@@ -209,16 +223,18 @@ def test_no_state_leaks_from_one_request_into_the_next(pipeline, identity):
         random_identity(2),
         seed=99,
         guidance_scale=1.0,
-        ip_adapter_scale=0.3,
-        faceid_lora_scale=0.0,
-        face_structure_scale=0.5,
+        adapters=scales(ip_adapter=0.3, faceid_lora=0.0, face_structure=0.5),
         num_inference_steps=3,
     )
-    pipeline.generate(*random_identity(3), inpaint_settings(1024, 1024, ip_adapter_scale=2.0, strength=0.6))
+    pipeline.generate(
+        inpaint_settings(
+            1024, 1024, face=FaceCondition(*random_identity(3)), adapters=scales(ip_adapter=2.0), strength=0.6
+        )
+    )
     # The appearance path: FaceID off, its LoRA layers switched off, the appearance adapter on.
     without_face = run_without_face(pipeline, appearance_image=appearance_image(4), appearance_scale=0.8)
     pipeline.generate(
-        None, None, inpaint_settings(1024, 1024, **WITHOUT_FACE, appearance_image=appearance_image(5))
+        inpaint_settings(1024, 1024, face=None, adapters=WITHOUT_FACE, appearance_image=appearance_image(5))
     )
     assert np.array_equal(first, run(pipeline, identity))
     assert np.array_equal(

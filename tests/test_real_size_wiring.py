@@ -39,8 +39,8 @@ from model.generation.pipeline import (
     APPEARANCE_ADAPTER_INDEX,
     FACEID_LORA_ADAPTER,
     CharacterPipeline,
-    GenerationSettings,
 )
+from model.generation.settings import AdapterScales, FaceCondition, GenerationSettings
 from model.generation.speeds import TURBO_LORA_ADAPTER
 from model.weights.layout import FACEID_ADAPTER_FILE
 from model.weights.manifest import production_manifest
@@ -61,6 +61,9 @@ REQUEST = GenerationSettings(
     seed=1,
     num_inference_steps=2,
     guidance_scale=5.0,
+    face=FaceCondition(
+        embedding=np.full(512, 512**-0.5, dtype=np.float32), face_crop=Image.new("RGB", (224, 224))
+    ),
 )
 
 
@@ -127,9 +130,7 @@ def test_faceid_adapter_and_lora_attach_to_the_real_unet(character):
 
 
 def test_real_unet_runs_a_guided_1024_request_with_the_face_tokens(character):
-    face_crop = Image.new("RGB", (224, 224))
-    identity = np.full(512, 512**-0.5, dtype=np.float32)
-    pipe, inputs = character.prepare(identity, face_crop, REQUEST)
+    pipe, inputs = character.prepare(REQUEST)
     assert pipe is character.text_to_image
     # CLIP ViT-H penultimate hidden states of the crop, with the unconditional half for guidance.
     assert character.faceid_projection.clip_embeds.shape == (2, 1, 257, VIT_H_WIDTH)
@@ -182,13 +183,11 @@ def test_appearance_adapter_attaches_beside_faceid_and_runs_without_a_face(chara
 
     settings = dataclasses.replace(
         REQUEST,
-        ip_adapter_scale=0.0,
-        faceid_lora_scale=0.0,
-        face_structure_scale=0.0,
+        adapters=AdapterScales(ip_adapter=0.0, faceid_lora=0.0, face_structure=0.0, appearance=0.6),
+        face=None,
         appearance_image=Image.new("RGB", (640, 640)),
-        appearance_scale=0.6,
     )
-    pipe, inputs = character.prepare(None, None, settings)
+    pipe, inputs = character.prepare(settings)
     with torch.no_grad():
         image_embeds = pipe.prepare_ip_adapter_image_embeds(
             None, inputs["ip_adapter_image_embeds"], META, 1, do_classifier_free_guidance=True

@@ -10,7 +10,8 @@ from PIL import Image, ImageDraw
 from skimage import data
 
 from devtools.profiles.tiny.faces import write_face_models
-from model.errors import ConfigurationError, InputError
+from model.errors import InputError
+from model.generation.settings import AdapterScales
 from model.identity.faces import FaceAnalyzer
 from model.identity.reference import (
     REFERENCE_INPUT,
@@ -19,15 +20,9 @@ from model.identity.reference import (
     read_reference,
     subject_region,
 )
-from model.service import APPEARANCE_WITH_FACE_ENV, ServiceOptions
 from model.weights.layout import WeightsLayout
 
-STYLE_SCALES = {
-    "ip_adapter_scale": 0.9,
-    "faceid_lora_scale": 0.8,
-    "face_structure_scale": 0.6,
-    "appearance_scale": 0.6,
-}
+STYLE_SCALES = AdapterScales(ip_adapter=0.9, faceid_lora=0.8, face_structure=0.6, appearance=0.6)
 
 
 def cartoon_robot(size=(512, 640), background=(255, 255, 255)) -> Image.Image:
@@ -109,7 +104,9 @@ def test_a_human_photo_takes_the_face_path(faces):
     reference = read_reference(Image.fromarray(data.astronaut()), faces)
     assert reference.has_face and reference.appearance_image is None and reference.no_face_reason is None
     scales = reference.adapter_scales(STYLE_SCALES, appearance_scale_with_face=0.0)
-    assert scales == {**STYLE_SCALES, "appearance_scale": 0.0}
+    assert scales == AdapterScales(ip_adapter=0.9, faceid_lora=0.8, face_structure=0.6, appearance=0.0)
+    assert reference.face.embedding is reference.identity.embedding
+    assert reference.face.face_crop is reference.identity.face_crop
 
 
 def test_a_cartoon_takes_the_appearance_path_and_says_so(faces, caplog):
@@ -121,12 +118,10 @@ def test_a_cartoon_takes_the_appearance_path_and_says_so(faces, caplog):
         "using the whole image as the character's appearance" in caplog.text
     )
     assert reference.appearance_image.width == reference.appearance_image.height
-    assert reference.adapter_scales(STYLE_SCALES, appearance_scale_with_face=0.3) == {
-        "ip_adapter_scale": 0.0,
-        "faceid_lora_scale": 0.0,
-        "face_structure_scale": 0.0,
-        "appearance_scale": 0.6,
-    }
+    assert reference.adapter_scales(STYLE_SCALES, appearance_scale_with_face=0.3) == AdapterScales(
+        ip_adapter=0.0, faceid_lora=0.0, face_structure=0.0, appearance=0.6
+    )
+    assert reference.face is None
 
 
 def test_a_face_too_small_for_arcface_takes_the_appearance_path(faces, caplog):
@@ -140,24 +135,10 @@ def test_appearance_beside_faceid_reads_the_head_and_shoulders_when_configured(f
     reference = read_reference(Image.fromarray(data.astronaut()), faces, appearance_with_face=True)
     assert reference.has_face and reference.appearance_image is not None
     scales = reference.adapter_scales(STYLE_SCALES, appearance_scale_with_face=0.3)
-    assert scales == {**STYLE_SCALES, "appearance_scale": 0.3}
+    assert scales == AdapterScales(ip_adapter=0.9, faceid_lora=0.8, face_structure=0.6, appearance=0.3)
 
 
 def test_blank_reference_is_refused():
     # The service calls this while it reads the inputs, before any model (tests/test_masks.py spies on that).
     with pytest.raises(InputError, match="blank"):
         check_not_blank(Image.new("RGB", (512, 512), (90, 120, 200)), REFERENCE_INPUT)
-
-
-@pytest.mark.parametrize(
-    ("environ", "expected"),
-    [({}, 0.0), ({APPEARANCE_WITH_FACE_ENV: ""}, 0.0), ({APPEARANCE_WITH_FACE_ENV: "0.3"}, 0.3)],
-)
-def test_options_from_the_environment(environ, expected):
-    assert ServiceOptions.from_environment(environ).appearance_scale_with_face == expected
-
-
-@pytest.mark.parametrize("value", ["-0.1", "2", "half", "nan"])
-def test_bad_option_values_fail_naming_the_variable_and_the_range(value):
-    with pytest.raises(ConfigurationError, match=f"^{APPEARANCE_WITH_FACE_ENV}=.*from 0 \\(off\\) to 1"):
-        ServiceOptions.from_environment({APPEARANCE_WITH_FACE_ENV: value})

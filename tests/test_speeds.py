@@ -20,6 +20,7 @@ from devtools.profiles.checkpoint_layouts import lightning_lora_shapes, lightnin
 from devtools.profiles.tiny.sdxl import tiny_unet, write_sdxl_components
 from devtools.profiles.tiny.turbo import write_turbo_lora
 from model.generation.pipeline import FACEID_LORA_ADAPTER, CharacterPipeline
+from model.generation.settings import FaceCondition
 from model.generation.speeds import SPEEDS, TURBO_LORA_ADAPTER
 from model.weights.layout import WeightsLayout
 
@@ -80,8 +81,10 @@ def identity() -> tuple[np.ndarray, Image.Image]:
 
 
 def generate(pipeline: CharacterPipeline, identity, speed: str, seed: int = 7) -> np.ndarray:
-    settings = dataclasses.replace(settings_for(SPEEDS[speed], SIZE, SIZE), seed=seed)
-    return np.asarray(pipeline.generate(*identity, settings))
+    settings = dataclasses.replace(
+        settings_for(SPEEDS[speed], SIZE, SIZE), seed=seed, face=FaceCondition(*identity)
+    )
+    return np.asarray(pipeline.generate(settings))
 
 
 def test_the_table_has_exactly_the_contract_speeds():
@@ -95,9 +98,14 @@ def test_speed_row(pipeline, identity, name):
     assert speed.guidance_scale == expected["guidance"]
     assert speed.denoiser_evaluations == expected["evaluations"]
     # FaceID Plus v2 at its authors' scales on every speed.
-    assert (speed.ip_adapter_scale, speed.faceid_lora_scale, speed.face_structure_scale) == (1.0, 1.0, 1.0)
+    assert (speed.adapters.ip_adapter, speed.adapters.faceid_lora, speed.adapters.face_structure) == (
+        1.0,
+        1.0,
+        1.0,
+    )
 
-    pipe, inputs = pipeline.prepare(*identity, settings_for(speed, SIZE, SIZE))
+    face = FaceCondition(*identity)
+    pipe, inputs = pipeline.prepare(dataclasses.replace(settings_for(speed, SIZE, SIZE), face=face))
     scheduler = pipe.scheduler
     assert type(scheduler) is expected["scheduler"]
     for key, value in expected["config"].items():
@@ -125,9 +133,9 @@ def test_tiny_turbo_lora_has_the_real_key_names_and_adapts_every_target(tiny_lay
 
 
 def test_turbo_lora_changes_the_image(pipeline, identity):
-    settings = settings_for(SPEEDS["Turbo"], SIZE, SIZE)
-    with_lora = np.asarray(pipeline.generate(*identity, settings))
-    without = np.asarray(pipeline.generate(*identity, dataclasses.replace(settings, turbo_lora_scale=0.0)))
+    settings = dataclasses.replace(settings_for(SPEEDS["Turbo"], SIZE, SIZE), face=FaceCondition(*identity))
+    with_lora = np.asarray(pipeline.generate(settings))
+    without = np.asarray(pipeline.generate(dataclasses.replace(settings, turbo_lora_scale=0.0)))
     assert not np.array_equal(with_lora, without)
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import pytest
 
+from model.generation.settings import AdapterScales
 from model.generation.speeds import SPEEDS
-from model.prompting.styles import AUTO, IDENTITY_SCALE_NAMES, choose_style, style_types, styles
+from model.prompting.styles import AUTO, choose_style, style_types, styles
 
 AUTO_TABLE = [
     ("an anime girl with silver hair", "Fiction"),
@@ -51,14 +53,15 @@ def test_every_preset_has_a_template_with_the_prompt_and_a_negative_prompt():
 
 
 @pytest.mark.parametrize("speed", list(SPEEDS))
-def test_styles_multiply_the_speeds_identity_scales(speed):
+def test_styles_multiply_the_speeds_adapter_scales(speed):
     base = SPEEDS[speed]
-    realistic = styles()["Realistic"].identity_scales(base)
-    fiction = styles()["Fiction"].identity_scales(base)
-    assert realistic == {name: getattr(base, name) for name in IDENTITY_SCALE_NAMES}
+    realistic = styles()["Realistic"].adapter_scales(base)
+    fiction = styles()["Fiction"].adapter_scales(base)
+    assert realistic == base.adapters
     # Fiction loosens the photo-like face structure so that the style can change the drawing.
-    assert fiction["face_structure_scale"] < realistic["face_structure_scale"]
-    assert all(0 < fiction[name] <= realistic[name] for name in IDENTITY_SCALE_NAMES)
+    assert fiction.face_structure < realistic.face_structure
+    names = [field.name for field in dataclasses.fields(AdapterScales)]
+    assert all(0 < getattr(fiction, name) <= getattr(realistic, name) for name in names)
 
 
 @pytest.mark.parametrize(

@@ -21,9 +21,10 @@ from PIL import Image
 
 from devtools.profiles.tiny.safety import ALWAYS_FLAGS, write_safety_checker
 from model.errors import WeightsError
-from model.safety import FLAGGED_MESSAGE, SAFETY_CHECKER_ENV, SafetyChecker, safety_checker_enabled
+from model.options import SAFETY_CHECKER_ENV, WEIGHTS_SHA256_ENV, WEIGHTS_URL_ENV
+from model.safety import FLAGGED_MESSAGE, SafetyChecker
 from model.weights.manifest import write_manifest
-from model.weights.url import WEIGHTS_SHA256_ENV, WEIGHTS_URL_ENV, fetch_weights_if_configured
+from model.weights.url import fetch_weights_if_configured
 from tests.conftest import data_uri, decode_image, free_port, running_cog_server, serving_folder
 
 REQUEST = {
@@ -128,17 +129,12 @@ def test_a_wrong_digest_fails_setup_with_the_reason(flagging_tarball, tmp_path):
 def test_an_unreachable_url_is_a_clear_error(tmp_path):
     url = f"http://127.0.0.1:{free_port()}/weights.tar?X-Amz-Signature=secret"
     with pytest.raises(WeightsError, match="Could not download the weights from WEIGHTS_URL=") as error:
-        fetch_weights_if_configured(tmp_path / "w", {WEIGHTS_URL_ENV: url, WEIGHTS_SHA256_ENV: "a" * 64})
+        fetch_weights_if_configured(tmp_path / "w", url, "a" * 64)
     assert "secret" not in str(error.value)  # a signed URL's query never reaches the logs
 
 
-def test_a_url_without_a_digest_is_refused(tmp_path):
-    with pytest.raises(WeightsError, match=f"{WEIGHTS_SHA256_ENV} is not set"):
-        fetch_weights_if_configured(tmp_path, {WEIGHTS_URL_ENV: "http://127.0.0.1/w.tar"})
-
-
 def test_nothing_happens_without_a_url(tmp_path):
-    fetch_weights_if_configured(tmp_path / "absent", {})
+    fetch_weights_if_configured(tmp_path / "absent", None, None)
     assert not (tmp_path / "absent").exists()
 
 
@@ -167,24 +163,9 @@ def test_a_tarball_cannot_write_outside_the_weights_folder(served, tmp_path, nam
     digest = hashlib.sha256(buffer.getvalue()).hexdigest()
     root = tmp_path / "deep" / "weights"
     with pytest.raises(WeightsError, match=refusal):
-        fetch_weights_if_configured(
-            root, {WEIGHTS_URL_ENV: f"{base_url}/evil.tar", WEIGHTS_SHA256_ENV: digest}
-        )
+        fetch_weights_if_configured(root, f"{base_url}/evil.tar", digest)
     assert not (tmp_path / "deep" / "escaped.txt").exists() and not Path("/abs.txt").exists()
     assert list(root.iterdir()) == []  # the temporary folder is gone too
-
-
-@pytest.mark.parametrize(
-    ("value", "enabled"), [(None, True), ("on", True), ("ON", True), ("off", False), (" Off ", False)]
-)
-def test_the_switch(value, enabled):
-    environ = {} if value is None else {SAFETY_CHECKER_ENV: value}
-    assert safety_checker_enabled(environ) is enabled
-
-
-def test_an_unknown_switch_value_names_the_variable():
-    with pytest.raises(ValueError, match=f"{SAFETY_CHECKER_ENV}='maybe' is not one of on, off"):
-        safety_checker_enabled({SAFETY_CHECKER_ENV: "maybe"})
 
 
 def test_the_tiny_checker_passes_ordinary_images_and_the_flagging_one_flags_them(

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from model.generation.settings import AdapterScales
+
 # The peft adapter name of the few-step distilled LoRA (SDXL-Lightning 8-step) in the UNet.
 TURBO_LORA_ADAPTER = "turbo"
 
@@ -32,20 +34,16 @@ class Speed:
     num_inference_steps: int
     # Classifier-free guidance is on when guidance_scale > 1 (diffusers' rule): two UNet passes per step.
     guidance_scale: float
-    # FaceID Plus v2 scales, as its authors publish them: the ID tokens' attention weight, the weight of
-    # its LoRA, and the weight of the CLIP face-structure shortcut ("s_scale").
-    ip_adapter_scale: float = 1.0
-    faceid_lora_scale: float = 1.0
-    face_structure_scale: float = 1.0
-    # IP-Adapter Plus's attention weight when it carries a character without a human face. Below 1: at
+    # The identity adapters' scales. FaceID Plus v2's three as its authors publish them (1.0 each);
+    # IP-Adapter Plus's attention weight when it carries a character without a human face, below 1: at
     # full weight the adapter copies the reference's composition and drowns the prompt; 0.5-0.7 is the
     # usual range. The evaluation script (scores per speed) is where this is tuned.
-    appearance_scale: float = 0.6
+    adapters: AdapterScales = AdapterScales(appearance=0.6)
     # Weight of the distilled few-step LoRA; 0 leaves that adapter inactive.
     turbo_lora_scale: float = 0.0
 
     def schedule(self) -> dict[str, Any]:
-        """This speed's schedule as GenerationSettings fields (the identity scales go through the style)."""
+        """This speed's schedule as GenerationSettings fields (the adapter scales go through the style)."""
         return {
             "scheduler": self.scheduler,
             "num_inference_steps": self.num_inference_steps,

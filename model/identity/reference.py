@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from model.errors import InputError
+from model.generation.settings import AdapterScales, FaceCondition
 from model.identity.faces import FaceAnalyzer, Identity, NoUsableFace
 
 log = logging.getLogger(__name__)
@@ -58,20 +59,24 @@ class CharacterReference:
     def has_face(self) -> bool:
         return self.identity is not None
 
-    def adapter_scales(self, style_scales: dict[str, float], appearance_scale_with_face: float) -> dict:
-        """The GenerationSettings adapter fields: the speed-and-style scales of the path this reference takes.
+    def adapter_scales(self, style_scales: AdapterScales, appearance_scale_with_face: float) -> AdapterScales:
+        """The speed-and-style scales of the path this reference takes, zero where an adapter is unused.
 
-        Every field is set, zero where an adapter is unused, so that no scale is left to a default.
+        With a face: FaceID's scales, and the appearance adapter at appearance_scale_with_face on the
+        head-and-shoulders crop when there is one (else 0). Without: FaceID off, the appearance adapter at
+        the style's scale.
         """
         if self.has_face:
             appearance = appearance_scale_with_face if self.appearance_image is not None else 0.0
-            return {**style_scales, "appearance_scale": appearance}
-        return {
-            "ip_adapter_scale": 0.0,
-            "faceid_lora_scale": 0.0,
-            "face_structure_scale": 0.0,
-            "appearance_scale": style_scales["appearance_scale"],
-        }
+            return style_scales.with_appearance(appearance)
+        return style_scales.without_face()
+
+    @property
+    def face(self) -> FaceCondition | None:
+        """What FaceID reads of this reference: its face's embedding and aligned crop; None without a face."""
+        if self.identity is None:
+            return None
+        return FaceCondition(embedding=self.identity.embedding, face_crop=self.identity.face_crop)
 
 
 def read_reference(

@@ -1,10 +1,10 @@
 """Style types: the Fiction and Realistic presets, and the Auto rule that picks one, from data/styles.json.
 
-Each preset holds a prompt template, a negative prompt and factors on the identity adapter's scales. The
+Each preset holds a prompt template, a negative prompt and factors on the identity adapters' scales. The
 rendering speed (model/generation/speeds.py) sets the base scales; a style multiplies them, and
-`identity_scales` is
-the one place where the two meet. Auto is not a preset: `choose_style` resolves it to Fiction or Realistic
-from cue words in the user's prompt (the data file's lists, several languages), and logs the choice.
+`adapter_scales` is the one place where the two meet. Auto is not a preset: `choose_style` resolves it to
+Fiction or Realistic from cue words in the user's prompt (the data file's lists, several languages), and
+logs the choice.
 """
 
 from __future__ import annotations
@@ -16,13 +16,12 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 
+from model.generation.settings import AdapterScales
 from model.generation.speeds import Speed
 
 log = logging.getLogger(__name__)
 
 AUTO = "Auto"
-# Every adapter scale a speed sets and a style multiplies: FaceID Plus v2's three, and IP-Adapter Plus's.
-IDENTITY_SCALE_NAMES = ("ip_adapter_scale", "faceid_lora_scale", "face_structure_scale", "appearance_scale")
 
 
 @dataclass(frozen=True)
@@ -30,18 +29,15 @@ class Style:
     name: str
     template: str
     negative_prompt: str
-    # Factors on the speed's FaceID Plus v2 scales (1.0 keeps the speed's value).
-    ip_adapter_scale: float = 1.0
-    faceid_lora_scale: float = 1.0
-    face_structure_scale: float = 1.0
-    appearance_scale: float = 1.0
+    # Factors on the speed's adapter scales (1.0 keeps the speed's value).
+    adapter_factors: AdapterScales = AdapterScales(appearance=1.0)
 
     def apply(self, prompt: str) -> str:
         return self.template.format(prompt=prompt)
 
-    def identity_scales(self, speed: Speed) -> dict[str, float]:
-        """The speed's identity-adapter scales times this style's factors, as GenerationSettings fields."""
-        return {name: getattr(speed, name) * getattr(self, name) for name in IDENTITY_SCALE_NAMES}
+    def adapter_scales(self, speed: Speed) -> AdapterScales:
+        """The speed's adapter scales times this style's factors."""
+        return speed.adapters.times(self.adapter_factors)
 
 
 @dataclass(frozen=True)
@@ -67,7 +63,7 @@ def styles() -> dict[str, Style]:
             name=name,
             template=fields["template"],
             negative_prompt=fields["negative_prompt"],
-            **fields["identity_scales"],
+            adapter_factors=AdapterScales(**{"appearance": 1.0} | fields["adapter_factors"]),
         )
         for name, fields in presets.items()
     }

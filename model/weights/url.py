@@ -1,8 +1,8 @@
 """Weights fetched at setup from a URL, the way Replicate models fetch theirs with pget.
 
-Owns the optional path where the image carries no weights and nothing is mounted: with WEIGHTS_URL set,
-setup() streams a tarball of a weights folder (the layout of model/weights/layout.py, manifest.json at its top
-level), hashes it while it streams, extracts it on the fly into a temporary folder inside the weights
+Owns the optional path where the image carries no weights and nothing is mounted: with WEIGHTS_URL set
+(read with WEIGHTS_SHA256 in model/options.py), setup() streams a tarball of a weights folder (the layout of
+model/weights/layout.py, manifest.json at its top level), hashes it while it streams, extracts it on the fly into a temporary folder inside the weights
 folder, and only when the whole stream matches WEIGHTS_SHA256 moves its entries into place, manifest.json
 last (check_weights looks for it first, so an interrupted fetch is never taken for a complete folder).
 Nothing is fetched when the folder already passes check_weights. The usual check then runs as always.
@@ -13,26 +13,22 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import re
 import shutil
 import tarfile
 import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from model.errors import WeightsError
+from model.options import WEIGHTS_SHA256_ENV, WEIGHTS_URL_ENV
 from model.weights.layout import WeightsLayout
 from model.weights.manifest import DOWNLOAD_DIR_PREFIX, MANIFEST_NAME, check_weights, remove_stale_downloads
 
 log = logging.getLogger(__name__)
 
-WEIGHTS_URL_ENV = "WEIGHTS_URL"
-WEIGHTS_SHA256_ENV = "WEIGHTS_SHA256"
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _CHUNK = 8 * 1024 * 1024
 # Per socket operation, not for the whole download (15 GB takes minutes on any link).
 _SOCKET_TIMEOUT = 60
@@ -88,16 +84,6 @@ def _needs_fetch(layout: WeightsLayout) -> str | None:
     return None
 
 
-def _expected_digest(environ: Mapping[str, str]) -> str:
-    digest = environ.get(WEIGHTS_SHA256_ENV, "").strip().lower()
-    if not _SHA256.match(digest):
-        raise WeightsError(
-            f"{WEIGHTS_URL_ENV} is set but {WEIGHTS_SHA256_ENV} is {digest or 'not set'}: set it to the "
-            f"64-hex sha256 of the tarball (`sha256sum weights.tar`), so that the weights are verified."
-        )
-    return digest
-
-
 def _extract(url: str, work: Path) -> tuple[str, int]:
     """Stream the tarball into `work`; return its sha256 and size."""
     request = urllib.request.Request(url, headers={"User-Agent": "open-character-setup"})
@@ -132,12 +118,16 @@ def _move_into_place(work: Path, root: Path) -> None:
         os.replace(entry, target)
 
 
-def fetch_weights_if_configured(weights_dir: str | Path, environ: Mapping[str, str]) -> None:
-    """With WEIGHTS_URL set and the folder missing or incomplete, fetch and install the tarball there."""
-    url = environ.get(WEIGHTS_URL_ENV, "").strip()
+def fetch_weights_if_configured(weights_dir: str | Path, url: str | None, expected: str | None) -> None:
+    """With a URL (WEIGHTS_URL) and the folder missing or incomplete, fetch and install the tarball there.
+
+    expected: the tarball's sha256 (WEIGHTS_SHA256), 64 lower-case hex digits, checked by ServiceOptions;
+    required with a URL. Raises WeightsError when the download, the archive or its digest is not right.
+    """
     if not url:
         return
-    expected = _expected_digest(environ)
+    if expected is None:
+        raise ValueError("a weights URL needs its sha256 (ServiceOptions checks WEIGHTS_SHA256)")
     layout = WeightsLayout(Path(weights_dir))
     reason = _needs_fetch(layout)
     if reason is None:

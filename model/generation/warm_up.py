@@ -1,0 +1,153 @@
+"""Compilation and warm-up: what setup runs so that no request compiles or pays for first-call work.
+
+Owns the regional compilation of the UNet's transformer blocks (CHARACTER_TORCH_COMPILE=1, CUDA only) and
+the warm-up requests that make every graph a request can need: every speed, path (face, appearance, face
+with appearance) and mode (text-to-image, inpainting), at two sizes, prompt lengths and adapter scales.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from PIL import Image
+
+from model.generation.settings import AdapterScales, FaceCondition, GenerationSettings
+from model.generation.speeds import SPEEDS
+
+if TYPE_CHECKING:  # pipeline.py imports this module
+    from model.generation.pipeline import CharacterPipeline
+
+log = logging.getLogger(__name__)
+
+# Compiled graphs per code object that dynamo keeps before it gives up (its default is 8, and with
+# fullgraph=True a request beyond it would fail). SDXL's BasicTransformerBlock has two widths (640, 1280),
+# and each width has a graph per path (which IP-Adapter scales are 0), per batch (1 without CFG, 2 with)
+# and a static and a dynamic-shape variant (the tiny profile's warm-up makes 16). warm_up() makes them all.
+RECOMPILE_LIMIT = 64
+# Two sizes, two prompt lengths and two values of every adapter scale during the warm-up: dynamo compiles
+# the first call of a graph for its exact shapes and scale values, and on the first change marks those
+# dimensions and floats dynamic; after the warm-up no size, prompt length or scale recompiles.
+WARM_UP_SIZES = ((1024, 1024), (1152, 896))
+WARM_UP_PROMPTS = ("a portrait photo of a character", " ".join(["a detailed photo of a character"] * 20))
+WARM_UP_SCALE_FACTORS = (1.0, 0.5)
+# Denoising steps per warm-up run: every step calls the same graphs.
+WARM_UP_STEPS = 2
+
+
+@dataclass(frozen=True)
+class WarmUp:
+    """What CharacterPipeline.warm_up ran: pipeline calls, wall seconds, and the graphs dynamo compiled
+    (0 when the UNet is not compiled)."""
+
+    runs: int
+    seconds: float
+    compiled: bool
+    graphs: int
+
+
+def warm_up_requests(
+    sizes: tuple[tuple[int, int], ...], steps: int, appearance_with_face: float
+) -> list[GenerationSettings]:
+    """The warm-up's requests: per round (a size, a prompt, a scale factor), every speed x path (face,
+    appearance, face with appearance when configured) x text-to-image and inpainting, at the speed's
+    schedule cut to `steps` steps."""
+    rng = np.random.default_rng(0)
+    embedding = rng.standard_normal(512).astype(np.float32)
+    embedding /= np.linalg.norm(embedding)
+    image = Image.fromarray(rng.integers(0, 256, (224, 224, 3), dtype=np.uint8), "RGB")
+    face = FaceCondition(embedding=embedding, face_crop=image)
+    # (face, appearance image, appearance scale or None for the speed's) per path.
+    paths = [(face, None, None), (None, image, None)]
+    if appearance_with_face:
+        paths.append((face, image, appearance_with_face))
+    requests = []
+    for index, (width, height) in enumerate(sizes):
+        factor = WARM_UP_SCALE_FACTORS[index % len(WARM_UP_SCALE_FACTORS)]
+        mask = Image.new("L", (width, height), 0)
+        mask.paste(255, (width // 4, height // 4, 3 * width // 4, 3 * height // 4))
+        for speed in SPEEDS.values():
+            for path_face, appearance, appearance_scale in paths:
+                scales = speed.adapters.times(AdapterScales(factor, factor, factor, factor))
+                if path_face is None:
+                    scales = scales.without_face()
+                base = speed.adapters.appearance
+                scales = scales.with_appearance(
+                    0.0 if appearance is None else factor * (appearance_scale or base)
+                )
+                settings = GenerationSettings(
+                    prompt=WARM_UP_PROMPTS[index % len(WARM_UP_PROMPTS)],
+                    negative_prompt="blurry",
+                    width=width,
+                    height=height,
+                    seed=len(requests),
+                    **(speed.schedule() | {"num_inference_steps": min(steps, speed.num_inference_steps)}),
+                    adapters=scales,
+                    face=path_face,
+                    appearance_image=appearance,
+                )
+                inpainting = dataclasses.replace(
+                    settings, init_image=Image.new("RGB", (width, height), "grey"), mask_image=mask
+                )
+                requests += [settings, inpainting]
+    return requests
+
+
+def compile_transformer_blocks(pipeline: CharacterPipeline, backend: str = "inductor") -> None:
+    """Regional compilation: each of the UNet's transformer blocks is compiled (diffusers'
+    compile_repeated_blocks, torch.compile's default mode), the rest runs eagerly.
+
+    The blocks of one width share their graphs, so compiling takes seconds rather than the minutes
+    of the whole UNet. Nothing compiles here: the first calls do, so run warm_up() before serving.
+    The merged LoRA weights are plain parameter values, so switching them recompiles nothing.
+    backend: torch.compile's ("eager" or "aot_eager" trace without generating code, for tests).
+    """
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
+    # In place: the inpaint pipeline (from_pipe) holds the same UNet object, so it runs compiled too.
+    pipeline.text_to_image.unet.compile_repeated_blocks(fullgraph=True, backend=backend)
+    pipeline.compiled = True
+    log.info("UNet transformer blocks set to compile (torch.compile, backend %s) at warm-up", backend)
+
+
+def warm_up(
+    pipeline: CharacterPipeline,
+    sizes: tuple[tuple[int, int], ...] = WARM_UP_SIZES,
+    steps: int = WARM_UP_STEPS,
+    appearance_with_face: float = 0.0,
+) -> WarmUp:
+    """Run every speed on every path (face, appearance, and face with appearance when configured),
+    text-to-image and inpainting, so that no request pays for compilation or first-call work.
+
+    Two rounds: the second at another size, with a longer prompt and other adapter scales, so that
+    a compiled graph takes any size, prompt length and scale afterwards (see WARM_UP_SIZES). On an
+    uncompiled pipeline it still does the first-call work (CUDA kernels and the allocator's pool).
+    steps: denoising steps per run (each step calls the same graphs). Returns what it ran and took.
+    """
+    from torch._dynamo.utils import counters
+
+    graphs_before = counters["stats"]["unique_graphs"]
+    started = time.perf_counter()
+    runs = 0
+    for settings in warm_up_requests(sizes, steps, appearance_with_face):
+        pipeline.generate(settings)
+        runs += 1
+    result = WarmUp(
+        runs=runs,
+        seconds=time.perf_counter() - started,
+        compiled=pipeline.compiled,
+        graphs=counters["stats"]["unique_graphs"] - graphs_before,
+    )
+    log.info(
+        "Warm-up: %d runs (every speed, path, text-to-image and inpainting) in %.1f s; compiled %s, "
+        "%d new graphs",
+        result.runs,
+        result.seconds,
+        result.compiled,
+        result.graphs,
+    )
+    return result
