@@ -43,8 +43,9 @@ from model.inputs.images import load_image
 from model.inputs.request import build_request
 from model.inputs.sizes import ASPECT_RATIO_SIZES
 from model.prompting.styles import styles
+from model.weights.checks import check_evaluation_weights
 from model.weights.layout import WeightsLayout
-from model.weights.manifest import TINY, check_evaluation_weights
+from model.weights.manifest import TINY
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCES = ROOT / "evaluation" / "references"

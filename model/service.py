@@ -41,8 +41,8 @@ from model.prompting.magic_prompt import PromptRewriter, magic_prompt
 from model.prompting.styles import choose_style
 from model.safety import SafetyChecker, load_safety_checker
 from model.timing import StageTimer
+from model.weights.checks import check_weights
 from model.weights.layout import WeightsLayout
-from model.weights.manifest import check_weights
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,9 @@ from pathlib import Path
 
 from devtools.profiles.tiny import build_tiny_profile
 from model.errors import WeightsError
+from model.weights.checks import check_weights
 from model.weights.layout import WeightsLayout
-from model.weights.manifest import check_weights, load_manifest
+from model.weights.manifest import load_manifest
 
 PROMPT = "a close up photo of a woman in a fashion magazine photoshoot"
 

@@ -15,20 +15,19 @@ from types import SimpleNamespace
 import pytest
 
 from model.errors import WeightsError
-from model.weights import download
-from model.weights import manifest as weights
+from model.weights import checks, download
+from model.weights.checks import check_evaluation_weights, check_weights
 from model.weights.layout import WeightsLayout
 from model.weights.manifest import (
     MANIFEST_NAME,
-    STAMP_NAME,
+    PRODUCTION_MANIFEST,
     Manifest,
     ManifestFile,
-    check_evaluation_weights,
-    check_weights,
     load_manifest,
     production_manifest,
     write_manifest,
 )
+from model.weights.stamp import STAMP_NAME
 
 ROOT = Path(__file__).resolve().parent.parent
 FILES = {
@@ -61,13 +60,13 @@ def tiny(tmp_path: Path) -> tuple[WeightsLayout, Manifest]:
 @pytest.fixture
 def hash_calls(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     calls: list[Path] = []
-    real = weights.sha256_file
+    real = checks.sha256_file
 
     def counting(path: Path) -> str:
         calls.append(Path(path))
         return real(path)
 
-    monkeypatch.setattr(weights, "sha256_file", counting)
+    monkeypatch.setattr(checks, "sha256_file", counting)
     return calls
 
 
@@ -179,7 +178,7 @@ def test_entry_without_sha256_is_checked_by_size_and_its_digest_recorded(tmp_pat
             {"profile": "tiny", "files": [{"path": "vae/config.json", "size": len(data), "sha256": None}]}
         )
     )
-    caplog.set_level(logging.INFO, logger="model.weights.manifest")
+    caplog.set_level(logging.INFO, logger="model.weights.checks")
     check_weights(WeightsLayout(root))
     digest = hashlib.sha256(data).hexdigest()
     assert f"no pinned sha256 in the manifest: checked by size only; its sha256 is {digest}" in caplog.text
@@ -204,7 +203,7 @@ def test_manifest_paths_must_stay_inside_the_folder(tmp_path, bad_path):
 
 
 def test_production_folder_manifest_must_equal_the_packages(tmp_path):
-    data = json.loads(weights.PRODUCTION_MANIFEST.read_text())
+    data = json.loads(PRODUCTION_MANIFEST.read_text())
     data["files"][0]["size"] += 1
     (tmp_path / MANIFEST_NAME).write_text(json.dumps(data))
     with pytest.raises(WeightsError) as error:
@@ -214,7 +213,7 @@ def test_production_folder_manifest_must_equal_the_packages(tmp_path):
 
 
 def test_production_folder_with_the_packages_manifest_reports_missing_files(tmp_path):
-    (tmp_path / MANIFEST_NAME).write_bytes(weights.PRODUCTION_MANIFEST.read_bytes())
+    (tmp_path / MANIFEST_NAME).write_bytes(PRODUCTION_MANIFEST.read_bytes())
     with pytest.raises(WeightsError) as error:
         check_weights(WeightsLayout(tmp_path))
     message = str(error.value)
@@ -360,7 +359,7 @@ class FakeHub:
 @pytest.fixture
 def fake_production(monkeypatch):
     monkeypatch.setattr(download, "production_manifest", lambda: FAKE_PRODUCTION)
-    monkeypatch.setattr(weights, "production_manifest", lambda: FAKE_PRODUCTION)
+    monkeypatch.setattr(checks, "production_manifest", lambda: FAKE_PRODUCTION)
     return FAKE_PRODUCTION
 
 
@@ -385,7 +384,7 @@ def test_download_fetches_verifies_and_writes_the_folder_manifest(
 
     # Re-running downloads nothing and, thanks to the stamp, hashes nothing.
     calls = []
-    monkeypatch.setattr(weights, "sha256_file", lambda path: calls.append(path))
+    monkeypatch.setattr(checks, "sha256_file", lambda path: calls.append(path))
     assert script.main(["--weights-dir", str(root)]) == 0
     assert len(hub.calls) == 3 and calls == []
 
@@ -544,7 +543,7 @@ def test_downloader_fetches_evaluation_files_only_when_asked(tmp_path, monkeypat
     clip = _entry("evaluation/clip/model.safetensors", "org/clip", "model.safetensors")
     with_clip = Manifest("production", FAKE_PRODUCTION.files + (replace(clip, evaluation_only=True),))
     monkeypatch.setattr(download, "production_manifest", lambda: with_clip)
-    monkeypatch.setattr(weights, "production_manifest", lambda: with_clip)
+    monkeypatch.setattr(checks, "production_manifest", lambda: with_clip)
     hub = FakeHub()
     monkeypatch.setattr(download, "hf_hub_download", hub)
     root = tmp_path / "weights"

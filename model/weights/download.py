@@ -24,21 +24,17 @@ from pathlib import Path
 from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
 
 from model.errors import WeightsError
+from model.weights.checks import Problem, describe, download_command, verify_file
 from model.weights.manifest import (
     DOWNLOAD_DIR_PREFIX,
     MANIFEST_NAME,
     Manifest,
     ManifestFile,
-    Problem,
-    Stamp,
-    describe,
-    download_command,
     load_manifest,
     production_manifest,
     remove_stale_downloads,
-    sha256_file,
-    verify_file,
 )
+from model.weights.stamp import Stamp, sha256_file
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _GIT_SHA1 = re.compile(r"^[0-9a-f]{40}$")

@@ -1,28 +1,24 @@
-"""The weights manifest and the check that a weights folder holds exactly the files it lists.
+"""The weights manifest: the list of files a weights folder must hold, and how it is read and written.
 
-Owns: the manifest format (`Manifest`, `ManifestFile`, `load_manifest`), the production manifest shipped in
-the package (`weights_manifest.json`), `write_manifest` for folders built locally (the tiny profile), the
-verification stamp that spares re-hashing ~11 GB on every start, and `check_weights`, which `setup()` calls
-before loading anything. Nothing here downloads: scripts/download_weights.py (model/weights/download.py) does.
+Owns the manifest format (`Manifest`, `ManifestFile`, `load_manifest`), the production manifest shipped in
+the package (`weights_manifest.json`), `write_manifest` for folders built locally (the tiny profile), and the
+names a weights folder reserves for its own bookkeeping. Checking a folder against its manifest is
+model/weights/checks.py; nothing here downloads: scripts/download_weights.py (model/weights/download.py) does.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import logging
 import os
 import re
 import shutil
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path, PurePosixPath
 
 from model.errors import WeightsError
-from model.weights.layout import WeightsLayout
-
-log = logging.getLogger(__name__)
+from model.weights.stamp import STAMP_NAME, Stamp, sha256_file
 
 PRODUCTION = "production"
 TINY = "tiny"
@@ -32,14 +28,11 @@ RANDOM = "random"
 PROFILES = (PRODUCTION, TINY, RANDOM)
 PRODUCTION_MANIFEST = Path(__file__).with_name("weights_manifest.json")
 MANIFEST_NAME = "manifest.json"
-# Path -> size, mtime_ns, sha256 of every file whose digest was checked; see Stamp.
-STAMP_NAME = ".verified.json"
 # Folders the downloader works in, inside the weights folder so that the final move is a same-disk rename.
 DOWNLOAD_DIR_PREFIX = ".download-"
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _REVISION = re.compile(r"^[0-9a-f]{40}$")
-_HASH_CHUNK = 8 * 1024 * 1024
 
 
 def remove_stale_downloads(root: Path, say: Callable[[str], None]) -> None:
@@ -48,24 +41,6 @@ def remove_stale_downloads(root: Path, say: Callable[[str], None]) -> None:
     for stale in root.glob(DOWNLOAD_DIR_PREFIX + "*"):
         say(f"Removing the partial download {stale.name} of an interrupted run.")
         shutil.rmtree(stale, ignore_errors=True)
-
-
-def download_command(root: Path) -> str:
-    return f"python scripts/download_weights.py --weights-dir {root}"
-
-
-def tiny_command(root: Path) -> str:
-    return f"python scripts/make_tiny_weights.py {root}"
-
-
-def random_command(root: Path) -> str:
-    return f"rm -r {root} && python scripts/benchmark.py --profile random --weights-dir {root}"
-
-
-def fix_command(profile: str, root: Path) -> str:
-    """The command that (re)builds a folder of this profile."""
-    commands = {TINY: tiny_command, RANDOM: random_command}
-    return commands.get(profile, download_command)(root)
 
 
 @dataclass(frozen=True)
@@ -209,187 +184,6 @@ def production_manifest() -> Manifest:
     if manifest.profile != PRODUCTION:
         raise _invalid(PRODUCTION_MANIFEST, f"profile is {manifest.profile!r}, not {PRODUCTION!r}")
     return manifest
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in chunks (the UNet alone is 5 GB)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        while chunk := stream.read(_HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-class Stamp:
-    """The verification stamp of a weights folder: which files were hashed, at which size and mtime.
-
-    A file whose size and mtime_ns still equal its stamp entry is not hashed again. Writing a file changes
-    its mtime, so a file replaced or edited in place is re-hashed; one edited by a tool that restores the
-    old mtime would not be, which is the price of not reading ~11 GB on every start.
-    """
-
-    def __init__(self, root: Path):
-        self.path = Path(root) / STAMP_NAME
-        self.entries: dict[str, dict] = self._read()
-        self.changed = False
-
-    def _read(self) -> dict[str, dict]:
-        try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return {}
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            # The stamp is a cache: when it is unreadable every file is simply hashed again.
-            log.warning("Ignoring the unreadable verification stamp %s (%s); re-hashing.", self.path, error)
-            return {}
-        files = data.get("files") if isinstance(data, dict) else None
-        return {k: v for k, v in files.items() if isinstance(v, dict)} if isinstance(files, dict) else {}
-
-    def digest(self, rel: str, stat: os.stat_result) -> str | None:
-        """The recorded sha256 of `rel` if the file is unchanged since it was hashed, else None."""
-        entry = self.entries.get(rel)
-        if entry and entry.get("size") == stat.st_size and entry.get("mtime_ns") == stat.st_mtime_ns:
-            sha = entry.get("sha256")
-            return sha if isinstance(sha, str) else None
-        return None
-
-    def record(self, rel: str, stat: os.stat_result, sha256: str) -> None:
-        entry = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha256}
-        if self.entries.get(rel) != entry:
-            self.entries[rel] = entry
-            self.changed = True
-
-    def forget(self, rel: str) -> None:
-        if self.entries.pop(rel, None) is not None:
-            self.changed = True
-
-    def keep_only(self, paths: Iterable[str]) -> None:
-        wanted = set(paths)
-        for rel in [r for r in self.entries if r not in wanted]:
-            self.forget(rel)
-
-    def save(self) -> None:
-        if not self.changed:
-            return
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        try:
-            tmp.write_text(
-                json.dumps({"files": self.entries}, indent=1, sort_keys=True) + "\n", encoding="utf-8"
-            )
-            os.replace(tmp, self.path)
-        except OSError as error:
-            # A read-only weights mount is legitimate: the check passed, it will just hash again next time.
-            log.warning(
-                "Could not write the verification stamp %s (%s); files will be re-hashed next start.",
-                self.path,
-                error,
-            )
-            tmp.unlink(missing_ok=True)
-            return
-        self.changed = False
-
-
-@dataclass(frozen=True)
-class Problem:
-    """Why one listed file is unusable: kind is "missing", "size" or "corrupt"."""
-
-    path: str
-    kind: str
-    detail: str
-
-
-def verify_file(root: Path, entry: ManifestFile, stamp: Stamp) -> Problem | None:
-    """Check one file against its manifest entry; hash it only when the stamp cannot vouch for it."""
-    target = Path(root) / entry.path
-    try:
-        stat = target.stat()
-    except FileNotFoundError:
-        stamp.forget(entry.path)
-        return Problem(entry.path, "missing", "missing")
-    if not target.is_file():
-        return Problem(entry.path, "missing", "is not a regular file")
-    if entry.size is not None and stat.st_size != entry.size:
-        stamp.forget(entry.path)
-        return Problem(
-            entry.path, "size", f"has {stat.st_size} bytes, expected {entry.size} (truncated or wrong file)"
-        )
-    known = stamp.digest(entry.path, stat)
-    if known is not None and (entry.sha256 is None or known == entry.sha256):
-        return None
-    actual = sha256_file(target)
-    if entry.sha256 is not None and actual != entry.sha256:
-        stamp.forget(entry.path)
-        return Problem(entry.path, "corrupt", f"sha256 is {actual}, expected {entry.sha256}")
-    if entry.sha256 is None:
-        checked = "size" if entry.size is not None else "presence"
-        log.info(
-            "%s has no pinned sha256 in the manifest: checked by %s only; its sha256 is %s (recorded in %s).",
-            entry.path,
-            checked,
-            actual,
-            STAMP_NAME,
-        )
-    stamp.record(entry.path, stat, actual)
-    return None
-
-
-def describe(problem: Problem, command: str) -> str:
-    """One line of an error report: the file, what is wrong, and what to run."""
-    if problem.kind == "corrupt":
-        return f"{problem.path}: corrupt ({problem.detail}): delete it and re-run `{command}`"
-    return f"{problem.path}: {problem.detail}: run `{command}`"
-
-
-def check_weights(layout: WeightsLayout) -> Manifest:
-    """Prove that the folder holds every file its manifest lists, intact; return that manifest.
-
-    Raises WeightsError naming each missing or corrupt file and the command that fixes it.
-    """
-    root = layout.root
-    if not layout.manifest.is_file():
-        raise WeightsError(
-            f"The weights folder {root} has no weights ({MANIFEST_NAME} is missing). Download the production "
-            f"weights with `{download_command(root)}`, or build the offline tiny profile with "
-            f"`{tiny_command(root)}`."
-        )
-    manifest = load_manifest(layout.manifest)
-    if manifest.profile == PRODUCTION and manifest != production_manifest():
-        raise WeightsError(
-            f"{layout.manifest} lists other files than this version's production manifest "
-            f"({PRODUCTION_MANIFEST.name}): the weights were downloaded for another version. "
-            f"Re-run `{download_command(root)}`."
-        )
-    _verify_files(root, manifest, manifest.serving_files, fix_command(manifest.profile, root))
-    return manifest
-
-
-def check_evaluation_weights(layout: WeightsLayout) -> Manifest:
-    """Like check_weights, for the evaluation-only files (scripts/evaluate.py); setup() never needs them."""
-    root = layout.root
-    manifest = check_weights(layout)
-    command = fix_command(manifest.profile, root)
-    if manifest.profile == PRODUCTION:
-        command += " --with-evaluation"
-    if not manifest.evaluation_files:
-        raise WeightsError(
-            f"The {manifest.profile} weights in {root} list no evaluation files: re-run `{command}`"
-        )
-    _verify_files(root, manifest, manifest.evaluation_files, command)
-    return manifest
-
-
-def _verify_files(root: Path, manifest: Manifest, files: Sequence[ManifestFile], command: str) -> None:
-    stamp = Stamp(root)
-    problems = [p for entry in files if (p := verify_file(root, entry, stamp)) is not None]
-    # The stamp covers every listed file, so checking one group never forgets the other's digests.
-    stamp.keep_only(entry.path for entry in manifest.files)
-    stamp.save()
-    if problems:
-        lines = "\n".join(f"  - {describe(p, command)}" for p in problems)
-        raise WeightsError(
-            f"The {manifest.profile} weights in {root} are incomplete ({len(problems)} of "
-            f"{len(files)} files unusable):\n{lines}"
-        )
 
 
 def _listed_files(root: Path) -> list[Path]:

@@ -24,8 +24,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 from model.errors import WeightsError
 from model.options import WEIGHTS_SHA256_ENV, WEIGHTS_URL_ENV
+from model.weights.checks import check_weights
 from model.weights.layout import WeightsLayout
-from model.weights.manifest import DOWNLOAD_DIR_PREFIX, MANIFEST_NAME, check_weights, remove_stale_downloads
+from model.weights.manifest import DOWNLOAD_DIR_PREFIX, MANIFEST_NAME, remove_stale_downloads
 
 log = logging.getLogger(__name__)
 
