@@ -497,7 +497,7 @@ def time_magic_prompt(rewriter, runs: int) -> dict:
     profile's model has no end token), with no deadline: a rewrite cut short would time fewer tokens.
     Random weights write noise, which the guard rails reject; that is timed like any other rewrite, as the
     server would spend it, and the reasons are reported."""
-    from model.prompting.magic_prompt import RewriteError
+    from model.prompting.guard_rails import RewriteError
 
     rewriter.settings = dataclasses.replace(
         rewriter.settings, max_new_tokens=MAGIC_PROMPT_TOKENS, timeout_seconds=float("inf")

