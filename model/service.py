@@ -23,6 +23,7 @@ from PIL import Image
 from model.generation.pipeline import CharacterPipeline
 from model.generation.settings import GenerationSettings
 from model.generation.speeds import SPEEDS
+from model.generation.warm_up import WARM_UP_STEPS
 from model.identity.faces import FaceAnalyzer
 from model.identity.reference import (
     REFERENCE_INPUT,
@@ -68,16 +69,24 @@ class CharacterService:
     options: ServiceOptions = field(default_factory=ServiceOptions)
     # None when the safety checker is switched off (model/safety.py).
     safety: SafetyChecker | None = None
+    # The seconds of each setup stage of load() (load_faces, load_pipeline, warm_up on CUDA, ...).
+    setup_seconds: dict[str, float] = field(default_factory=dict)
+    # At most this many denoising steps per request, whatever the speed (None: the speed's own). Only
+    # the benchmark's smoke run sets it, to run every code path in seconds on a CPU; the server never does.
+    max_steps: int | None = None
     # Cog reads the output file after run() returns, so a request's output can only be removed later: each
     # request removes the previous one's folder (a container runs one prediction at a time), so the temporary
     # folder holds at most one output however long the server runs.
     _previous_output: Path | None = field(default=None, init=False, repr=False)
 
     @classmethod
-    def load(cls, weights_dir: str | Path, options: ServiceOptions | None = None) -> CharacterService:
+    def load(
+        cls, weights_dir: str | Path, options: ServiceOptions | None = None, max_steps: int | None = None
+    ) -> CharacterService:
         """Every component, once. Options default to the environment's, so every entry point (the Cog
         predictor, the demo, the benchmark, the evaluation) honours the same switches; `weights_dir` is
-        the folder to load (it overrides options.weights_dir)."""
+        the folder to load (it overrides options.weights_dir); max_steps caps every speed's steps (the
+        benchmark's smoke run) and is warmed up with that cap too."""
         # Read first: a bad value fails setup before minutes of loading.
         options = options if options is not None else ServiceOptions.from_environment()
         layout = WeightsLayout(Path(weights_dir))
@@ -93,7 +102,10 @@ class CharacterService:
             # Every speed and path once before the server reports ready: the compilation (when
             # CHARACTER_TORCH_COMPILE=1) and the first-call work of CUDA happen here, not in a request.
             # Not on the CPU: nothing is compiled there, and the tests' setups stay short.
-            pipeline.warm_up(appearance_with_face=options.appearance_scale_with_face)
+            pipeline.warm_up(
+                steps=min(WARM_UP_STEPS, max_steps or WARM_UP_STEPS),
+                appearance_with_face=options.appearance_scale_with_face,
+            )
             timer.lap("warm_up")
         rewriter = PromptRewriter.load(layout, device=device)
         timer.lap("load_prompt_model")
@@ -103,7 +115,14 @@ class CharacterService:
         if options.appearance_scale_with_face:
             log.info("Appearance adapter beside FaceID at %.2f", options.appearance_scale_with_face)
         return cls(
-            layout=layout, faces=faces, pipeline=pipeline, rewriter=rewriter, safety=safety, options=options
+            layout=layout,
+            faces=faces,
+            pipeline=pipeline,
+            rewriter=rewriter,
+            safety=safety,
+            options=options,
+            setup_seconds=dict(timer.seconds),
+            max_steps=max_steps,
         )
 
     def generate(self, request: Request, record_metric: RecordMetric | None = None) -> Path:
@@ -158,7 +177,7 @@ class CharacterService:
             width=size.width,
             height=size.height,
             seed=request.seed,
-            **speed.schedule(),
+            **speed.schedule(self.max_steps),
             adapters=scales,
             face=reference.face,
             appearance_image=reference.appearance_image,

@@ -85,15 +85,7 @@ class CharacterPipeline:
         """Load the folder's weights; on CUDA apply the GPU settings, and compile when asked
         (CHARACTER_TORCH_COMPILE=1; the caller then runs warm_up() before serving: CharacterService.load
         does). `compile` is ignored on the CPU."""
-        text_to_image = StableDiffusionXLPipeline.from_pretrained(
-            layout.sdxl,
-            vae=AutoencoderKL.from_pretrained(layout.vae, dtype=dtype),
-            image_encoder=CLIPVisionModelWithProjection.from_pretrained(layout.image_encoder, dtype=dtype),
-            variant=SDXL_VARIANT,
-            dtype=dtype,
-            # The output must not depend on whether the optional invisible-watermark package is installed.
-            add_watermarker=False,
-        ).to(device)
+        text_to_image = load_sdxl(layout, device, dtype)
         character = cls.from_sdxl(
             text_to_image,
             layout.faceid_adapter,
@@ -235,7 +227,7 @@ class CharacterPipeline:
         """A fresh scheduler per request (schedulers keep step state), on the folder's noise schedule."""
         if spec is None:
             return self._scheduler_class.from_config(self._scheduler_config)
-        return getattr(diffusers, spec.class_name).from_config(self._scheduler_config, **spec.options)
+        return build_scheduler(spec, self._scheduler_config)
 
     @property
     def has_turbo_lora(self) -> bool:
@@ -286,6 +278,32 @@ class CharacterPipeline:
         if guided:
             tokens = torch.cat([unconditional, tokens])
         return tokens[:, None]
+
+
+def load_sdxl(
+    layout: WeightsLayout, device: torch.device, dtype: torch.dtype, image_encoder: bool = True
+) -> StableDiffusionXLPipeline:
+    """The folder's SDXL pipeline with its fp16-fix VAE, and the adapters' CLIP image encoder unless
+    image_encoder=False (plain SDXL: the benchmark's baseline loads it through here too)."""
+    encoder = {}
+    if image_encoder:
+        encoder["image_encoder"] = CLIPVisionModelWithProjection.from_pretrained(
+            layout.image_encoder, dtype=dtype
+        )
+    return StableDiffusionXLPipeline.from_pretrained(
+        layout.sdxl,
+        vae=AutoencoderKL.from_pretrained(layout.vae, dtype=dtype),
+        **encoder,
+        variant=SDXL_VARIANT,
+        dtype=dtype,
+        # The output must not depend on whether the optional invisible-watermark package is installed.
+        add_watermarker=False,
+    ).to(device)
+
+
+def build_scheduler(spec: SchedulerSpec, config):
+    """A new scheduler of the speed's solver (SchedulerSpec) on a folder's noise-schedule config."""
+    return getattr(diffusers, spec.class_name).from_config(config, **spec.options)
 
 
 def _pristine_device(device: torch.device) -> torch.device:

@@ -42,11 +42,13 @@ class Speed:
     # Weight of the distilled few-step LoRA; 0 leaves that adapter inactive.
     turbo_lora_scale: float = 0.0
 
-    def schedule(self) -> dict[str, Any]:
-        """This speed's schedule as GenerationSettings fields (the adapter scales go through the style)."""
+    def schedule(self, max_steps: int | None = None) -> dict[str, Any]:
+        """This speed's schedule as GenerationSettings fields (the adapter scales go through the style),
+        with at most max_steps denoising steps when given."""
+        steps = self.num_inference_steps if max_steps is None else min(max_steps, self.num_inference_steps)
         return {
             "scheduler": self.scheduler,
-            "num_inference_steps": self.num_inference_steps,
+            "num_inference_steps": steps,
             "guidance_scale": self.guidance_scale,
             "turbo_lora_scale": self.turbo_lora_scale,
         }

@@ -86,7 +86,7 @@ def warm_up_requests(
                     width=width,
                     height=height,
                     seed=len(requests),
-                    **(speed.schedule() | {"num_inference_steps": min(steps, speed.num_inference_steps)}),
+                    **speed.schedule(max_steps=steps),
                     adapters=scales,
                     face=path_face,
                     appearance_image=appearance,
