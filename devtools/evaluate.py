@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 import time
@@ -42,6 +41,7 @@ from model.identity.reference import REFERENCE_PIXELS
 from model.inputs.images import load_image
 from model.inputs.request import build_request
 from model.inputs.sizes import ASPECT_RATIO_SIZES
+from model.options import weights_dir_from_environment
 from model.prompting.styles import styles
 from model.weights.checks import check_evaluation_weights
 from model.weights.layout import WeightsLayout
@@ -82,7 +82,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--weights-dir",
         type=Path,
-        default=Path(os.environ.get("WEIGHTS_DIR") or "weights"),
+        default=weights_dir_from_environment(),
         help="production or tiny weights folder (default: $WEIGHTS_DIR, else weights/)",
     )
     parser.add_argument("--references", type=Path, default=REFERENCES, help="folder of reference photos")

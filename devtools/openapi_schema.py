@@ -27,6 +27,23 @@ def title_case(name: str) -> str:
     return " ".join(part[:1].upper() + part[1:] for part in name.split("_"))
 
 
+def constraints(field: Any) -> dict[str, Any]:
+    """An input's bounds, lengths, pattern and deprecation, in Cog's key names and order."""
+    from cog import _adt as adt
+
+    # Cog's inspector keeps bounds as floats; an integer input's bounds are written as integers.
+    bound = int if field.type.primitive is adt.PrimitiveType.INTEGER else float
+    values = {
+        "minimum": None if field.ge is None else bound(field.ge),
+        "maximum": None if field.le is None else bound(field.le),
+        "minLength": field.min_length,
+        "maxLength": field.max_length,
+        "pattern": field.regex,
+        "deprecated": True if field.deprecated else None,
+    }
+    return {key: value for key, value in values.items() if value is not None}
+
+
 def input_schema(info: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """The Input component and the enum components of its choice inputs."""
     from cog import _adt as adt
@@ -60,20 +77,7 @@ def input_schema(info: Any) -> tuple[dict[str, Any], dict[str, Any]]:
             prop["nullable"] = True
         if field.description is not None:
             prop["description"] = field.description
-        # Cog's inspector keeps bounds as floats; an integer input's bounds are written as integers.
-        bound = int if field.type.primitive is adt.PrimitiveType.INTEGER else float
-        if field.ge is not None:
-            prop["minimum"] = bound(field.ge)
-        if field.le is not None:
-            prop["maximum"] = bound(field.le)
-        if field.min_length is not None:
-            prop["minLength"] = field.min_length
-        if field.max_length is not None:
-            prop["maxLength"] = field.max_length
-        if field.regex is not None:
-            prop["pattern"] = field.regex
-        if field.deprecated:
-            prop["deprecated"] = True
+        prop.update(constraints(field))
         properties[name] = prop
     schema: dict[str, Any] = {"title": "Input", "type": "object", "properties": properties}
     if required:

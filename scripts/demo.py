@@ -15,6 +15,7 @@ from pathlib import Path
 
 from devtools.profiles.tiny import build_tiny_profile
 from model.errors import WeightsError
+from model.options import weights_dir_from_environment
 from model.weights.checks import check_weights
 from model.weights.layout import WeightsLayout
 from model.weights.manifest import load_manifest
@@ -51,7 +52,7 @@ def reference_photo() -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--weights-dir", type=Path, default=Path(os.environ.get("WEIGHTS_DIR", "weights")))
+    parser.add_argument("--weights-dir", type=Path, default=weights_dir_from_environment())
     parser.add_argument("--tiny-weights-dir", type=Path, default=Path(".cache/tiny-weights"))
     parser.add_argument("--out", type=Path, default=Path("outputs/demo.png"))
     parser.add_argument("--prompt", default=PROMPT)

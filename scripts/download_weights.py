@@ -16,6 +16,7 @@ import os
 import sys
 from pathlib import Path
 
+from model.options import weights_dir_from_environment
 from model.weights import download
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,7 +27,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--weights-dir",
         type=Path,
-        default=Path(os.environ.get("WEIGHTS_DIR") or "weights"),
+        default=weights_dir_from_environment(),
         help="the weights folder (default: $WEIGHTS_DIR, else weights/)",
     )
     parser.add_argument(

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from model.logs import configure_logging
+from model.options import weights_dir_from_environment
 from model.prompting.guard_rails import RewriteError
 from model.prompting.rewriter import PromptRewriter
 from model.weights.layout import WeightsLayout
@@ -32,7 +33,7 @@ PROMPTS = [
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--weights-dir", default=os.environ.get("WEIGHTS_DIR", "weights"))
+    parser.add_argument("--weights-dir", default=weights_dir_from_environment())
     parser.add_argument("--runs", type=int, default=5, help="runs per prompt, each with another seed")
     args = parser.parse_args(argv)
     configure_logging()

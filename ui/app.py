@@ -110,6 +110,39 @@ def inputs_for_server(fields: list[Field], values: dict, out_dir: Path) -> tuple
     return inputs, painted_mask
 
 
+def inpainting_controls(fields: list, controls: dict[str, gr.components.Component]) -> gr.Image:
+    """The inpainting accordion: an image editor to paint the region on, a mask upload, and the preview of
+    the mask the strokes make (returned). Adds the image and mask controls to `controls`."""
+    with gr.Accordion("Inpainting: paint the region to regenerate", open=True):
+        image_field = next((f for f in fields if f.name == IMAGE_FIELD), None)
+        mask_field = next((f for f in fields if f.name == MASK_FIELD), None)
+        if image_field:
+            controls[IMAGE_FIELD] = gr.ImageEditor(
+                type="pil",
+                image_mode="RGBA",
+                label=f"{image_field.title}: {image_field.description}",
+                brush=gr.Brush(colors=[BRUSH_COLOUR], color_mode="fixed"),
+                layers=False,
+                transforms=(),
+                elem_id=f"input-{IMAGE_FIELD}",
+            )
+        with gr.Row():
+            if mask_field:
+                controls[MASK_FIELD] = gr.Image(
+                    type="filepath",
+                    label=f"Or upload a mask. {mask_field.description}",
+                    elem_id=f"input-{MASK_FIELD}",
+                    height=240,
+                )
+            return gr.Image(
+                label="Mask from the strokes (black = regenerate)",
+                interactive=False,
+                elem_id="mask-preview",
+                height=240,
+                format="png",
+            )
+
+
 def build(server: Server) -> gr.Blocks:
     """The page for `server`, whose /openapi.json must answer (waited for up to a minute)."""
     fields = contract_fields(server.openapi(wait_seconds=60))
@@ -131,34 +164,7 @@ def build(server: Server) -> gr.Blocks:
                     if field.name in (IMAGE_FIELD, MASK_FIELD):
                         continue
                     controls[field.name] = control(field)
-                with gr.Accordion("Inpainting: paint the region to regenerate", open=True):
-                    image_field = next((f for f in fields if f.name == IMAGE_FIELD), None)
-                    mask_field = next((f for f in fields if f.name == MASK_FIELD), None)
-                    if image_field:
-                        controls[IMAGE_FIELD] = gr.ImageEditor(
-                            type="pil",
-                            image_mode="RGBA",
-                            label=f"{image_field.title}: {image_field.description}",
-                            brush=gr.Brush(colors=[BRUSH_COLOUR], color_mode="fixed"),
-                            layers=False,
-                            transforms=(),
-                            elem_id=f"input-{IMAGE_FIELD}",
-                        )
-                    with gr.Row():
-                        if mask_field:
-                            controls[MASK_FIELD] = gr.Image(
-                                type="filepath",
-                                label=f"Or upload a mask. {mask_field.description}",
-                                elem_id=f"input-{MASK_FIELD}",
-                                height=240,
-                            )
-                        mask_preview = gr.Image(
-                            label="Mask from the strokes (black = regenerate)",
-                            interactive=False,
-                            elem_id="mask-preview",
-                            height=240,
-                            format="png",
-                        )
+                mask_preview = inpainting_controls(fields, controls)
                 generate = gr.Button("Generate", variant="primary", elem_id="generate")
             with gr.Column(scale=1):
                 status = gr.Markdown("Ready.", elem_id="status")

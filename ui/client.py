@@ -291,32 +291,41 @@ class Server:
                 attempt += 1
                 thread = threading.Thread(target=post, daemon=True)
                 thread.start()
-                shown = None
-                while thread.is_alive():
-                    thread.join(poll_seconds)
-                    latest = None
-                    while not events.empty():
-                        latest = events.get_nowait()
-                    if latest is not None:
-                        step = last_step(latest.get("logs") or "")
-                        text = step or "Started: reading the inputs"
-                        if text != shown:
-                            shown = text
-                            yield Update("progress", text)
+                yield from progress_updates(thread, events, poll_seconds)
                 if result["status_code"] == 409:
                     yield Update("busy", f"The server is busy with another prediction; retrying ({attempt})")
                     sleep(BUSY_RETRY_SECONDS)
                     continue
-                body = result["body"]
-                if result["status_code"] not in (200, 201) and "status" not in body:
-                    body = {"status": "failed", "error": http_error_sentence(result["status_code"], body)}
-                elif result["status_code"] == 422:
-                    body = {"status": "failed", "error": http_error_sentence(422, body)}
-                yield Update("done", prediction=body)
+                yield Update("done", prediction=final_body(result["status_code"], result["body"]))
                 return
         finally:
             if webhook:
                 self.receiver.close(webhook)
+
+
+def progress_updates(thread: threading.Thread, events: queue.Queue, poll_seconds: float) -> Iterator[Update]:
+    """While the request's thread runs, a `progress` update each time the latest webhook event's step
+    line changes."""
+    shown = None
+    while thread.is_alive():
+        thread.join(poll_seconds)
+        latest = None
+        while not events.empty():
+            latest = events.get_nowait()
+        if latest is not None:
+            text = last_step(latest.get("logs") or "") or "Started: reading the inputs"
+            if text != shown:
+                shown = text
+                yield Update("progress", text)
+
+
+def final_body(status_code: int | None, body: dict) -> dict:
+    """The prediction as the page shows it: a refused request (an HTTP error, a 422) as a failed one."""
+    if status_code not in (200, 201) and "status" not in body:
+        return {"status": "failed", "error": http_error_sentence(status_code, body)}
+    if status_code == 422:
+        return {"status": "failed", "error": http_error_sentence(422, body)}
+    return body
 
 
 def http_error_sentence(status_code: int | None, body: dict) -> str:

@@ -135,27 +135,7 @@ def _register_formats() -> None:
 def _open_upright(path: str | os.PathLike, input_name: str, reduce_to_pixels: int | None) -> Image.Image:
     """Open, check the size from the header, decode the first frame (at a reduced scale when allowed and
     possible) and apply EXIF orientation."""
-    _register_formats()
-    path = Path(path)
-    if not path.is_file():
-        # Cog turns http(s) URLs and data URIs into files; any other string (a bare name, ftp://...) reaches
-        # the predictor as a path that names no file. That is the user's input, not the server's files.
-        raise InputError(
-            f"{input_name} names no file ({str(path)!r}): send an http(s) URL or a data URI of an image"
-        )
-    if path.stat().st_size == 0:
-        raise _unreadable(input_name, "the file is empty")
-    try:
-        image = Image.open(path)
-    except UnidentifiedImageError:
-        raise _unreadable(input_name, "not an image format this server reads") from None
-    except Image.DecompressionBombError:
-        raise _too_large(input_name, None, reduce_to_pixels) from None
-    except PermissionError:
-        raise  # the server's file handling, not the user's image
-    except (OSError, SyntaxError, ValueError) as error:
-        # Pillow reports a recognised but broken header this way ("Truncated File Read", "broken PNG file").
-        raise _unreadable(input_name, f"the file is corrupt: {error}") from None
+    image = _open_header(Path(path), input_name, reduce_to_pixels)
     try:
         width, height = image.size
         if width == 0 or height == 0:
@@ -165,26 +145,55 @@ def _open_upright(path: str | os.PathLike, input_name: str, reduce_to_pixels: in
             raise _too_large(input_name, (width, height), reduce_to_pixels)
         if reducible:
             _reduce(image, reduce_to_pixels, input_name)
-        try:
-            # Only the first frame of an animation is decoded (Image.open starts there). Loading closes the
-            # file; the decoded pixels stay.
-            image.load()
-            if getattr(image, "fp", None) is not None:
-                # A multi-frame file stays open after load() (for seek): keep the frame, close the file.
-                frame = image.copy()
-                image.close()
-                image = frame
-            # Rotated as its EXIF orientation says, in place: no second copy of a large image when there is
-            # nothing to turn. HEIF applies its own rotation box when decoding (libheif) and pillow-heif
-            # resets the EXIF orientation to 1, so nothing is turned twice.
-            ImageOps.exif_transpose(image, in_place=True)
-        except (OSError, SyntaxError, ValueError) as error:
-            # Pillow reports truncated and corrupt data as OSError ("image file is truncated"), and some
-            # plugins as SyntaxError or ValueError.
-            raise _unreadable(input_name, f"the file is truncated or corrupt: {error}") from None
+        return _decode_upright(image, input_name)
     except BaseException:
         image.close()
         raise
+
+
+def _open_header(path: Path, input_name: str, reduce_to_pixels: int | None) -> Image.Image:
+    """Open the file and read its header only (Pillow decodes lazily); an InputError for what is no image."""
+    _register_formats()
+    if not path.is_file():
+        # Cog turns http(s) URLs and data URIs into files; any other string (a bare name, ftp://...) reaches
+        # the predictor as a path that names no file. That is the user's input, not the server's files.
+        raise InputError(
+            f"{input_name} names no file ({str(path)!r}): send an http(s) URL or a data URI of an image"
+        )
+    if path.stat().st_size == 0:
+        raise _unreadable(input_name, "the file is empty")
+    try:
+        return Image.open(path)
+    except UnidentifiedImageError:
+        raise _unreadable(input_name, "not an image format this server reads") from None
+    except Image.DecompressionBombError:
+        raise _too_large(input_name, None, reduce_to_pixels) from None
+    except PermissionError:
+        raise  # the server's file handling, not the user's image
+    except (OSError, SyntaxError, ValueError) as error:
+        # Pillow reports a recognised but broken header this way ("Truncated File Read", "broken PNG file").
+        raise _unreadable(input_name, f"the file is corrupt: {error}") from None
+
+
+def _decode_upright(image: Image.Image, input_name: str) -> Image.Image:
+    """Decode the first frame of an opened image and turn it as its EXIF orientation says."""
+    try:
+        # Only the first frame of an animation is decoded (Image.open starts there). Loading closes the
+        # file; the decoded pixels stay.
+        image.load()
+        if getattr(image, "fp", None) is not None:
+            # A multi-frame file stays open after load() (for seek): keep the frame, close the file.
+            frame = image.copy()
+            image.close()
+            image = frame
+        # Rotated as its EXIF orientation says, in place: no second copy of a large image when there is
+        # nothing to turn. HEIF applies its own rotation box when decoding (libheif) and pillow-heif
+        # resets the EXIF orientation to 1, so nothing is turned twice.
+        ImageOps.exif_transpose(image, in_place=True)
+    except (OSError, SyntaxError, ValueError) as error:
+        # Pillow reports truncated and corrupt data as OSError ("image file is truncated"), and some
+        # plugins as SyntaxError or ValueError.
+        raise _unreadable(input_name, f"the file is truncated or corrupt: {error}") from None
     return image
 
 
