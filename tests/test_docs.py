@@ -38,4 +38,4 @@ def test_the_check_finds_one(tmp_path, monkeypatch):
     monkeypatch.setattr(f"{__name__}.ROOT", tmp_path)
     note = tmp_path / "note.md"
     note.write_text("The cache (see issue" + " 13) is new.\nIssues are welcome.\n", encoding="utf-8")
-    assert tracker_references([note]) == ["note.md:1: The cache (see " + "issue 13) is new."]
+    assert tracker_references([note]) == ["note.md:1: The cache (see issue" + " 13) is new."]
