@@ -1,7 +1,7 @@
-"""Performance table: cost per speed, memory budget and measured time per stage (devtools/benchmark.py).
+"""Performance table: cost per speed, memory budget and the serving code measured (devtools/benchmark/).
 
 Usage:
-  python scripts/benchmark.py --profile tiny [--weights-dir DIR] [--runs 5] [--quick]
+  python scripts/benchmark.py --profile tiny [--weights-dir DIR] [--runs 5] [--quick] [--json PATH]
   python scripts/benchmark.py --profile production [--weights-dir weights]   # on a CUDA GPU
   python scripts/benchmark.py --profile random [--runs 5] [--json PATH]   # CUDA GPU, no weights needed
   python scripts/benchmark.py --profile random --smoke [--json PATH]      # a CPU: CI's smoke run

@@ -101,16 +101,52 @@ def test_production_components_fit_a_24_gb_gpu_with_room_for_activations():
     assert fits and left > 0
 
 
-def test_benchmark_quick_prints_the_table(tiny_weights, capsys):
-    from devtools.benchmark import main
+# The top-level fields of the report, the same for every profile: one measurement (measure_service) makes it.
+REPORT_FIELDS = {
+    "profile",
+    "size",
+    "smoke",
+    "date",
+    "command",
+    "device",
+    "dtype",
+    "versions",
+    "resolution",
+    "runs",
+    "max_steps",
+    "steps_per_speed",
+    "weights_dir",
+    "setup",
+    "requests",
+    "magic_prompt",
+    "peak_gpu_gib",
+    "dynamo_compilations_during_requests",
+    "plain_sdxl",
+    "ratios",
+}
 
-    lines = main(["--profile", "tiny", "--quick", "--weights-dir", str(tiny_weights)])
+
+def test_benchmark_quick_prints_the_table(tiny_weights, tmp_path, capsys):
+    import json
+
+    from devtools.benchmark import PATHS, main
+
+    report_file = tmp_path / "tiny.json"
+    lines = main(
+        ["--profile", "tiny", "--quick", "--weights-dir", str(tiny_weights), "--json", str(report_file)]
+    )
     text = "\n".join(lines)
     assert text == capsys.readouterr().out.strip()
     for speed in SPEEDS:
         assert f"| {speed} |" in text
     assert "fits a 24 GiB GPU" in text
-    (turbo,) = [line for line in lines if line.startswith("| Turbo | 2 |")]
+    report = json.loads(report_file.read_text())
+    assert set(report) == REPORT_FIELDS and report["profile"] == "tiny" and report["max_steps"] is None
+    assert {(row["speed"], row["path"]) for row in report["requests"]} == {("Turbo", path) for path in PATHS}
+    assert all(
+        row["runs"] == 2 and row["steps"] == SPEEDS["Turbo"].num_inference_steps for row in report["requests"]
+    )
+    (turbo,) = [line for line in lines if line.startswith("| Turbo | text-to-image | 8 |")]
     # Everything outside the model forward passes: the budget is 300 ms per request (the table says
     # "within" or "OVER"; ~0.17 s here on 2 free cores). The CI cores are shared with other jobs, which
     # can double any wall time, so the test fails only beyond twice the budget.
@@ -124,31 +160,66 @@ def test_gpu_benchmark_measures_each_speed():
     weights = Path(os.environ.get("WEIGHTS_DIR", ROOT / "weights"))
     if not (weights / "manifest.json").is_file():
         pytest.skip(f"GPU only: production weights not found in {weights}")
-    from devtools.benchmark import main
+    from devtools.benchmark import PATHS, main
 
     lines = main(["--profile", "production", "--weights-dir", str(weights)])
     for speed in SPEEDS:
-        assert any(line.startswith(f"| {speed} |") and line.count("|") == 5 for line in lines), speed
+        for path in PATHS:  # the request table and ours/plain
+            assert sum(line.startswith(f"| {speed} | {path} |") for line in lines) == 2, (speed, path)
 
 
 # --- --profile random: the serving path on random weights; on a CPU, the tiny sizes (--smoke)
 
 
-def test_random_profile_smoke_reports_every_row_in_the_table_and_the_json(tmp_path, capsys):
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """One `--profile random --smoke --json` run for the tests below: its lines, what it printed, its JSON
+    report, and what each CharacterService.load it made returned (setup_seconds, max_steps)."""
+    import contextlib
+    import io
+    import json
+    from types import SimpleNamespace
+
+    from devtools.benchmark import main
+    from model.service import CharacterService
+
+    folder = tmp_path_factory.mktemp("smoke")
+    loaded = []
+    load = CharacterService.load.__func__
+
+    def spy(cls, *args, **kwargs):
+        service = load(cls, *args, **kwargs)
+        loaded.append(SimpleNamespace(setup_seconds=dict(service.setup_seconds), max_steps=service.max_steps))
+        return service
+
+    printed = io.StringIO()
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(printed):
+        patch.setattr(CharacterService, "load", classmethod(spy))
+        lines = main(
+            [
+                "--profile",
+                "random",
+                "--smoke",
+                "--weights-dir",
+                str(folder / "w"),
+                "--json",
+                str(folder / "r.json"),
+            ]
+        )
+    report = json.loads((folder / "r.json").read_text())
+    return SimpleNamespace(lines=lines, printed=printed.getvalue(), report=report, loaded=loaded)
+
+
+def test_random_profile_smoke_reports_every_row_in_the_table_and_the_json(smoke_run):
     """The CPU smoke run of what a GPU runs at real size: the random profile written in the production
     layout, loaded by CharacterService.load, every speed on every path, plain diffusers, the magic prompt.
-    About 30 s on 2 free cores (the tiny VAE decoding 1024x1024 is most of it)."""
-    import json
+    About 50 s on 2 free cores (the tiny VAE decoding 1024x1024 is most of it)."""
+    from devtools.benchmark import PATHS
 
-    from devtools.benchmark import PATHS, main
-
-    report_file = tmp_path / "report.json"
-    lines = main(
-        ["--profile", "random", "--smoke", "--weights-dir", str(tmp_path / "w"), "--json", str(report_file)]
-    )
+    lines, report = smoke_run.lines, smoke_run.report
     text = "\n".join(lines)
-    assert text == capsys.readouterr().out.strip()
-    report = json.loads(report_file.read_text())
+    assert text == smoke_run.printed.strip()
+    assert set(report) == REPORT_FIELDS
     assert report["profile"] == "random" and report["size"] == "tiny" and report["smoke"] is True
     assert report["command"].startswith("python scripts/benchmark.py --profile random --smoke")
     rows = {(row["speed"], row["path"]): row for row in report["requests"]}
@@ -164,9 +235,39 @@ def test_random_profile_smoke_reports_every_row_in_the_table_and_the_json(tmp_pa
     assert len(report["ratios"]) == len(rows) and all(r["ratio"] > 0 for r in report["ratios"])
     magic = report["magic_prompt"]
     assert magic["new_tokens"] == [90] and magic["p50_s"] > 0
-    assert report["setup"]["load_seconds"] > 0 and report["setup"]["split"].startswith("load_faces")
+    assert report["setup"]["load_seconds"] > 0
     assert report["dynamo_compilations_during_requests"] == 0
     assert "Magic prompt rewrite" in text and "compilations during the timed requests: 0" in text
+
+
+def test_random_profile_smoke_runs_max_steps_and_reports_the_services_setup_split(smoke_run):
+    """--smoke caps the steps through CharacterService.load(max_steps=...), not by editing the speed table:
+    every request (counted from the service's denoising_step metrics) and the plain-SDXL baseline ran
+    SMOKE_STEPS steps, fewer than each speed's schedule; the setup split is the service's setup_seconds."""
+    from devtools.benchmark import SMOKE_STEPS
+
+    report = smoke_run.report
+    (service,) = smoke_run.loaded
+    assert service.max_steps == report["max_steps"] == SMOKE_STEPS
+    for speed in SPEEDS.values():
+        assert speed.num_inference_steps > SMOKE_STEPS  # the speed table itself is untouched
+    assert report["steps_per_speed"] == dict.fromkeys(SPEEDS, SMOKE_STEPS)
+    assert {row["steps"] for row in report["requests"]} == {SMOKE_STEPS}
+    assert {row["steps"] for row in report["plain_sdxl"]} == {SMOKE_STEPS}
+    split = report["setup"]["split"]
+    assert list(split) == list(service.setup_seconds) and split == service.setup_seconds
+    assert {"load_faces", "load_pipeline", "load_prompt_model"} <= set(split)
+    setup_line = next(line for line in smoke_run.lines if line.startswith("Setup (CharacterService.load"))
+    assert all(stage in setup_line for stage in split)
+
+
+def test_plan_steps_follow_max_steps():
+    from devtools.benchmark import Plan
+
+    capped, full = Plan(Path("w"), tuple(SPEEDS), 1, max_steps=2), Plan(Path("w"), tuple(SPEEDS), 1)
+    for name, speed in SPEEDS.items():
+        assert full.steps(name) == speed.num_inference_steps
+        assert capped.steps(name) == min(2, speed.num_inference_steps)
 
 
 def test_random_profile_at_real_size_needs_cuda_and_says_how_to_smoke_test():
