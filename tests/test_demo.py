@@ -8,7 +8,7 @@ import sys
 
 from PIL import Image
 
-from tests.conftest import ROOT, TORCH_THREADS
+from tests.helpers import ROOT, TORCH_THREADS
 
 # Long and English, so that magic_prompt_option=Auto keeps it and the run does not wait for the LLM.
 PROMPT = (

@@ -18,7 +18,9 @@ import pytest
 import requests
 import yaml
 
-from tests.conftest import ROOT, data_uri, running_cog_server
+from tests.helpers import ROOT
+from tests.helpers.cog_server import running_cog_server
+from tests.helpers.images import data_uri
 
 KUBERNETES = ROOT / "deploy" / "kubernetes"
 # The newest Kubernetes whose schemas kubernetes-validate bundles (offline).
@@ -138,7 +140,7 @@ def test_readiness_probe_is_not_ready_after_a_failed_setup_though_http_says_200(
 
 
 def test_readiness_probe_is_not_ready_when_nothing_answers():
-    from tests.conftest import free_port
+    from tests.helpers.cog_server import free_port
 
     assert probe(f"http://127.0.0.1:{free_port()}") != 0
 

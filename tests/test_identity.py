@@ -29,7 +29,7 @@ from model.identity.faces import (
 )
 from model.inputs.images import MAX_DECODED_PIXELS, load_image, load_mask
 from model.weights.layout import FACE_DETECTOR_FILE, FACE_RECOGNIZER_FILE
-from tests.test_server_inputs import (
+from tests.helpers.images import (
     animated,
     encoded,
     exif_rotated,

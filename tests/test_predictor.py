@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from model.errors import InputError, WeightsError
-from tests.conftest import pixels
+from tests.helpers.images import pixels
 
 DEFAULT_INPUTS = dict(
     prompt="a character reading in a library",

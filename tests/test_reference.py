@@ -6,7 +6,7 @@ import logging
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image
 from skimage import data
 
 from devtools.profiles.tiny.faces import write_face_models
@@ -21,6 +21,7 @@ from model.identity.reference import (
 )
 from model.service import APPEARANCE_WITH_FACE_ENV, ServiceOptions
 from model.weights.layout import WeightsLayout
+from tests.helpers.images import cartoon_robot
 
 STYLE_SCALES = {
     "ip_adapter_scale": 0.9,
@@ -28,17 +29,6 @@ STYLE_SCALES = {
     "face_structure_scale": 0.6,
     "appearance_scale": 0.6,
 }
-
-
-def cartoon_robot(size=(512, 640), background=(255, 255, 255)) -> Image.Image:
-    """A drawn mascot with no human face: a blue head with yellow eyes on a green body."""
-    image = Image.new("RGB", size, background)
-    draw = ImageDraw.Draw(image)
-    draw.rectangle((180, 120, 330, 260), fill=(40, 90, 200), outline=(0, 0, 0), width=6)
-    draw.ellipse((210, 160, 240, 190), fill=(255, 230, 0))
-    draw.ellipse((270, 160, 300, 190), fill=(255, 230, 0))
-    draw.rectangle((150, 280, 360, 520), fill=(60, 160, 80), outline=(0, 0, 0), width=6)
-    return image
 
 
 def white_page_with_a_speck() -> Image.Image:

@@ -26,7 +26,9 @@ import requests
 from PIL import Image
 from playwright.sync_api import expect
 
-from tests.conftest import ROOT, data_uri, decode_image, free_port, pixels
+from tests.helpers import ROOT
+from tests.helpers.cog_server import free_port
+from tests.helpers.images import data_uri, decode_image, pixels
 
 pytestmark = pytest.mark.server
 

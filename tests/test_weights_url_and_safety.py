@@ -24,7 +24,8 @@ from model.errors import WeightsError
 from model.safety import FLAGGED_MESSAGE, SAFETY_CHECKER_ENV, SafetyChecker, safety_checker_enabled
 from model.weights.manifest import write_manifest
 from model.weights.url import WEIGHTS_SHA256_ENV, WEIGHTS_URL_ENV, fetch_weights_if_configured
-from tests.conftest import data_uri, decode_image, free_port, running_cog_server, serving_folder
+from tests.helpers.cog_server import free_port, running_cog_server, serving_folder
+from tests.helpers.images import data_uri, decode_image
 
 REQUEST = {
     "prompt": "a portrait on a beach",
