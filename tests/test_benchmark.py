@@ -17,7 +17,6 @@ from devtools.counting import (
     count_flops,
     fits_gpu,
     memory_budget,
-    real_size_character,
     real_size_modules,
     request_flops,
 )
@@ -27,11 +26,6 @@ from model.weights.layout import TURBO_LORA_FILE
 from model.weights.manifest import production_manifest
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def character():
-    return real_size_character()
 
 
 @pytest.fixture(scope="module")

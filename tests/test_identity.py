@@ -46,23 +46,6 @@ EXIF_ORIENTATION = 0x0112
 
 
 @pytest.fixture(scope="module")
-def face_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("insightface") / "buffalo_l"
-    write_face_models(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def analyzer(face_dir):
-    return FaceAnalyzer(face_dir)
-
-
-@pytest.fixture(scope="module")
-def astronaut():
-    return Image.fromarray(data.astronaut())
-
-
-@pytest.fixture(scope="module")
 def astronaut_identity(analyzer, astronaut):
     return analyzer.analyze(astronaut)
 

@@ -15,7 +15,6 @@ import sys
 import numpy as np
 import pytest
 from PIL import Image
-from skimage import data
 
 from model.errors import InputError
 from model.identity.reference import REFERENCE_INPUT, REFERENCE_PIXELS
@@ -44,11 +43,6 @@ before = peak_kb()
 image = load_image(sys.argv[1], sys.argv[2], reduce_to_pixels=int(sys.argv[3]) or None)
 print(image.width, image.height, image.mode, (peak_kb() - before) * 1024)
 """
-
-
-@pytest.fixture(scope="module")
-def astronaut() -> Image.Image:
-    return Image.fromarray(data.astronaut())
 
 
 def peak_load(path, input_name: str, reduce_to_pixels: int | None) -> tuple[tuple[int, int], str, int]:

@@ -9,9 +9,7 @@ import pytest
 from PIL import Image
 from skimage import data
 
-from devtools.profiles.tiny.faces import write_face_models
 from model.errors import ConfigurationError, InputError
-from model.identity.faces import FaceAnalyzer
 from model.identity.reference import (
     REFERENCE_INPUT,
     check_not_blank,
@@ -20,7 +18,6 @@ from model.identity.reference import (
     subject_region,
 )
 from model.service import APPEARANCE_WITH_FACE_ENV, ServiceOptions
-from model.weights.layout import WeightsLayout
 from tests.helpers.images import cartoon_robot
 
 STYLE_SCALES = {
@@ -35,13 +32,6 @@ def white_page_with_a_speck() -> Image.Image:
     page = Image.new("RGB", (506, 506), (255, 255, 255))
     page.paste((0, 0, 0), (250, 250, 256, 256))
     return page
-
-
-@pytest.fixture(scope="module")
-def faces(tmp_path_factory) -> FaceAnalyzer:
-    root = tmp_path_factory.mktemp("faces")
-    write_face_models(WeightsLayout(root).face_analysis)
-    return FaceAnalyzer(WeightsLayout(root).face_analysis)
 
 
 @pytest.mark.parametrize(
