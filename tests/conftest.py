@@ -129,5 +129,13 @@ LONGEST_FIRST = ("test_soak.py", "test_benchmark.py", "test_demo.py", "test_eval
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # make test-fast leaves out `server` tests: one that takes the session's server must say so.
+    unmarked = [
+        item.nodeid
+        for item in items
+        if "cog_server" in item.fixturenames and item.get_closest_marker("server") is None
+    ]
+    if unmarked:
+        raise pytest.UsageError("tests using cog_server must be marked `server`: " + ", ".join(unmarked))
     rank = {name: index for index, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(LONGEST_FIRST)))

@@ -53,6 +53,7 @@ def test_image_encoder_flops_match_its_parameter_count():
     assert 1.0 < counted / (2 * 257 * matmul_weights) < 1.05
 
 
+@pytest.mark.slow
 def test_turbo_costs_at_most_a_fifth_of_default_and_quality_more(flops):
     for name, speed in SPEEDS.items():
         assert flops[name].denoiser_evaluations == speed.denoiser_evaluations
@@ -95,6 +96,7 @@ def test_production_components_fit_a_24_gb_gpu_with_room_for_activations():
     assert fits and left > 0
 
 
+@pytest.mark.slow
 def test_benchmark_quick_prints_the_table(tiny_weights, capsys):
     from devtools.benchmark import main
 
@@ -128,6 +130,7 @@ def test_gpu_benchmark_measures_each_speed():
 # --- --profile random: the serving path on random weights; on a CPU, the tiny sizes (--smoke)
 
 
+@pytest.mark.slow
 def test_random_profile_smoke_reports_every_row_in_the_table_and_the_json(tmp_path, capsys):
     """The CPU smoke run of what a GPU runs at real size: the random profile written in the production
     layout, loaded by CharacterService.load, every speed on every path, plain diffusers, the magic prompt.

@@ -19,6 +19,8 @@ from model.generation.pipeline import CharacterPipeline, GenerationSettings
 from model.generation.speeds import SPEEDS
 from model.prompting.styles import styles
 
+pytestmark = pytest.mark.slow
+
 WARM_UP_SIZES = ((64, 64), (96, 64))
 
 

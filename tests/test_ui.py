@@ -30,7 +30,7 @@ from tests.helpers import ROOT
 from tests.helpers.cog_server import free_port
 from tests.helpers.images import data_uri, decode_image, pixels
 
-pytestmark = pytest.mark.server
+pytestmark = [pytest.mark.server, pytest.mark.browser]
 
 UI_PYTHON = ROOT / ".venv-ui" / "bin" / "python"
 SCREENSHOTS = ROOT / "outputs" / "ui-screenshots"

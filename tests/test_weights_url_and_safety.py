@@ -73,6 +73,7 @@ def fetched_server(flagging_tarball, tmp_path_factory):
         yield server, weights_dir
 
 
+@pytest.mark.server
 def test_setup_fetches_the_tarball_into_a_missing_weights_folder(fetched_server):
     server, weights_dir = fetched_server
     health = server.health()
@@ -83,6 +84,7 @@ def test_setup_fetches_the_tarball_into_a_missing_weights_folder(fetched_server)
     assert not list(weights_dir.glob(".download-*"))
 
 
+@pytest.mark.server
 def test_a_flagged_output_fails_with_one_clear_sentence_and_the_server_stays_ready(fetched_server, portrait):
     server, _ = fetched_server
     body = server.predict(character_reference_image=data_uri(portrait), **REQUEST).json()
@@ -94,6 +96,7 @@ def test_a_flagged_output_fails_with_one_clear_sentence_and_the_server_stays_rea
     assert server.settles_ready()
 
 
+@pytest.mark.server
 def test_with_the_checker_off_the_same_request_succeeds(fetched_server, portrait, tmp_path):
     _, weights_dir = fetched_server
     # Same folder, second server: WEIGHTS_URL is set but the folder is complete, so nothing is fetched.
@@ -112,6 +115,7 @@ def test_with_the_checker_off_the_same_request_succeeds(fetched_server, portrait
     assert "Safety checker: off" in health["setup"]["logs"]
 
 
+@pytest.mark.server
 def test_a_wrong_digest_fails_setup_with_the_reason(flagging_tarball, tmp_path):
     url, digest = flagging_tarball
     wrong = "f" * 64
