@@ -15,7 +15,7 @@ export OMP_NUM_THREADS ?= 2
 # coglet starts its worker as `python` from PATH: the venv's must come first.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install ui-venv browser schema tiny-weights serve ui demo evaluate test lint format clean
+.PHONY: install ui-venv browser schema tiny-weights serve ui demo evaluate test test-fast lint format clean
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -71,6 +71,12 @@ evaluate: install
 # one of the two cores.
 test: lint schema ui-venv browser
 	$(BIN)/python -m pytest -n 2 --dist loadfile
+
+# The inner loop: the unit tests alone, without the Cog server, the soak, the browser or the `slow` end-to-end
+# runs (marks in pyproject.toml), so neither .venv-ui nor chromium. make test, the CI gate, runs everything.
+FAST_MARKS := not server and not soak and not browser and not slow
+test-fast: install
+	$(BIN)/python -m pytest -n 2 --dist loadfile -m "$(FAST_MARKS)"
 
 lint: install
 	$(BIN)/ruff check .

@@ -17,7 +17,6 @@ from devtools.counting import (
     count_flops,
     fits_gpu,
     memory_budget,
-    real_size_character,
     real_size_modules,
     request_flops,
 )
@@ -27,11 +26,6 @@ from model.weights.layout import TURBO_LORA_FILE
 from model.weights.manifest import production_manifest
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def character():
-    return real_size_character()
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +53,7 @@ def test_image_encoder_flops_match_its_parameter_count():
     assert 1.0 < counted / (2 * 257 * matmul_weights) < 1.05
 
 
+@pytest.mark.slow
 def test_turbo_costs_at_most_a_fifth_of_default_and_quality_more(flops):
     for name, speed in SPEEDS.items():
         assert flops[name].denoiser_evaluations == speed.denoiser_evaluations
@@ -126,6 +121,7 @@ REPORT_FIELDS = {
 }
 
 
+@pytest.mark.slow
 def test_benchmark_quick_prints_the_table(tiny_weights, tmp_path, capsys):
     import json
 
@@ -210,6 +206,7 @@ def smoke_run(tmp_path_factory):
     return SimpleNamespace(lines=lines, printed=printed.getvalue(), report=report, loaded=loaded)
 
 
+@pytest.mark.slow
 def test_random_profile_smoke_reports_every_row_in_the_table_and_the_json(smoke_run):
     """The CPU smoke run of what a GPU runs at real size: the random profile written in the production
     layout, loaded by CharacterService.load, every speed on every path, plain diffusers, the magic prompt.
@@ -240,6 +237,7 @@ def test_random_profile_smoke_reports_every_row_in_the_table_and_the_json(smoke_
     assert "Magic prompt rewrite" in text and "compilations during the timed requests: 0" in text
 
 
+@pytest.mark.slow
 def test_random_profile_smoke_runs_max_steps_and_reports_the_services_setup_split(smoke_run):
     """--smoke caps the steps through CharacterService.load(max_steps=...), not by editing the speed table:
     every request (counted from the service's denoising_step metrics) and the plain-SDXL baseline ran

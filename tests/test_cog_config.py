@@ -5,7 +5,7 @@ import json
 import jsonschema
 import yaml
 
-from tests.contract import ROOT
+from tests.helpers import ROOT
 
 COG_SCHEMA = ROOT / "specs" / "cog-config-schema-v1.0.json"
 

@@ -15,23 +15,20 @@ import torch
 from PIL import Image
 from torch._dynamo.utils import counters
 
-from devtools.profiles.tiny.sdxl import write_sdxl_components
-from devtools.profiles.tiny.turbo import write_turbo_lora
 from model.generation.pipeline import CharacterPipeline
 from model.generation.settings import FaceCondition, GenerationSettings
 from model.generation.speeds import SPEEDS
 from model.prompting.styles import styles
-from model.weights.layout import WeightsLayout
+
+pytestmark = pytest.mark.slow
 
 WARM_UP_SIZES = ((64, 64), (96, 64))
 
 
 @pytest.fixture(scope="module")
-def compiled(tmp_path_factory) -> tuple[CharacterPipeline, object]:
-    root = tmp_path_factory.mktemp("tiny-weights")
-    write_sdxl_components(root)
-    write_turbo_lora(root)
-    pipeline = CharacterPipeline.load(WeightsLayout(root), torch.device("cpu"), torch.float32)
+def compiled(tiny_layout) -> tuple[CharacterPipeline, object]:
+    # Its own pipeline, read from the session's tiny folder: compiling it must not change the shared one.
+    pipeline = CharacterPipeline.load(tiny_layout, torch.device("cpu"), torch.float32)
     torch._dynamo.reset()
     pipeline.compile(backend="eager")
     return pipeline, pipeline.warm_up(sizes=WARM_UP_SIZES, steps=1)

@@ -10,7 +10,8 @@ from model.generation.speeds import SPEEDS
 from model.inputs.request import SEED_MAX
 from model.inputs.sizes import ASPECT_RATIO_SIZES, parse_resolution
 from model.prompting.styles import style_types
-from tests.contract import ROOT, contract_differences, load_contract
+from tests.helpers import ROOT
+from tests.helpers.contract import contract_differences, load_contract
 
 CONTRACT = load_contract()
 

@@ -6,9 +6,12 @@ import os
 import subprocess
 import sys
 
+import pytest
 from PIL import Image
 
-from tests.conftest import ROOT, TORCH_THREADS
+from tests.helpers import ROOT, TORCH_THREADS
+
+pytestmark = pytest.mark.slow
 
 # Long and English, so that magic_prompt_option=Auto keeps it and the run does not wait for the LLM.
 PROMPT = (

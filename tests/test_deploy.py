@@ -18,7 +18,9 @@ import pytest
 import requests
 import yaml
 
-from tests.conftest import ROOT, data_uri, running_cog_server
+from tests.helpers import ROOT
+from tests.helpers.cog_server import running_cog_server
+from tests.helpers.images import data_uri
 
 KUBERNETES = ROOT / "deploy" / "kubernetes"
 # The newest Kubernetes whose schemas kubernetes-validate bundles (offline).
@@ -112,6 +114,7 @@ def probe(url: str) -> int:
 FAST = {"rendering_speed": "Turbo", "magic_prompt_option": "Off"}
 
 
+@pytest.mark.server
 def test_readiness_probe_is_ready_when_the_server_is_ready_or_busy(cog_server, portrait):
     assert cog_server.health()["status"] == "READY" and probe(cog_server.url) == 0
     busy = requests.post(
@@ -128,6 +131,7 @@ def test_readiness_probe_is_ready_when_the_server_is_ready_or_busy(cog_server, p
     assert cog_server.settles_ready(timeout=120)
 
 
+@pytest.mark.server
 def test_readiness_probe_is_not_ready_after_a_failed_setup_though_http_says_200(tmp_path):
     with running_cog_server(tmp_path / "no-weights", tmp_path / "server.log") as server:
         response = requests.get(f"{server.url}/health-check", timeout=10)
@@ -138,7 +142,7 @@ def test_readiness_probe_is_not_ready_after_a_failed_setup_though_http_says_200(
 
 
 def test_readiness_probe_is_not_ready_when_nothing_answers():
-    from tests.conftest import free_port
+    from tests.helpers.cog_server import free_port
 
     assert probe(f"http://127.0.0.1:{free_port()}") != 0
 
@@ -201,6 +205,7 @@ def test_the_dockerignore_matcher_can_say_both():
 # --- The runtime requirements.
 
 
+@pytest.mark.slow
 def test_requirements_resolve_in_a_clean_virtual_environment(tmp_path):
     """pip's resolver, in a fresh venv, over requirements.txt: every pin exists for Python 3.11, and the
     pins and their dependencies agree. A dry run (the package index is read, nothing is installed): the full

@@ -74,6 +74,7 @@ def test_summary_per_speed_counts_faceless_outputs_apart():
     assert summary_table([turbo, quality])[3] == "| Quality | 1 | n/a | n/a | 100% | 0.100 | 0.000 | 9.00 |"
 
 
+@pytest.mark.slow
 def test_tiny_end_to_end_writes_the_table_the_json_and_the_contact_sheet(tiny_weights, tmp_path, capsys):
     from devtools.evaluate import TINY_WARNING, main
 

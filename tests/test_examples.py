@@ -11,7 +11,9 @@ import pytest
 import requests
 from PIL import Image
 
-from tests.conftest import ROOT, data_uri, png_bytes, serving_folder
+from tests.helpers import ROOT
+from tests.helpers.cog_server import serving_folder
+from tests.helpers.images import data_uri, png_bytes
 
 pytestmark = pytest.mark.server
 

@@ -15,8 +15,7 @@ from hypothesis import strategies as st
 from PIL import Image
 from schemathesis import GenerationMode
 
-from tests.conftest import data_uri
-from tests.test_reference import cartoon_robot
+from tests.helpers.images import cartoon_robot, data_uri
 
 pytestmark = [pytest.mark.server, pytest.mark.soak]
 

@@ -29,7 +29,7 @@ from model.identity.faces import (
 )
 from model.inputs.images import MAX_DECODED_PIXELS, load_image, load_mask
 from model.weights.layout import FACE_DETECTOR_FILE, FACE_RECOGNIZER_FILE
-from tests.test_server_inputs import (
+from tests.helpers.images import (
     animated,
     encoded,
     exif_rotated,
@@ -43,23 +43,6 @@ REFERENCE = "character_reference_image"
 # The astronaut's five landmarks (eyes, nose tip, mouth corners), read off the 512 x 512 photo by eye.
 ASTRONAUT_LANDMARKS = np.array([(203, 102), (245, 103), (225, 127), (207, 143), (243, 142)], np.float32)
 EXIF_ORIENTATION = 0x0112
-
-
-@pytest.fixture(scope="module")
-def face_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("insightface") / "buffalo_l"
-    write_face_models(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def analyzer(face_dir):
-    return FaceAnalyzer(face_dir)
-
-
-@pytest.fixture(scope="module")
-def astronaut():
-    return Image.fromarray(data.astronaut())
 
 
 @pytest.fixture(scope="module")

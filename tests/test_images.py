@@ -1,6 +1,6 @@
 """Phone photos through the loader (model/inputs/images.py): HEIC with its rotation box, and the size limits.
 
-Big files are made once per session (tests/test_server_inputs.camera_jpeg) or are small files whose
+Big files are made once per session (tests/helpers/images.camera_jpeg) or are small files whose
 header declares a big size. Peak memory is measured in a fresh Python process, since this one's peak
 already holds the big test files.
 """
@@ -15,13 +15,12 @@ import sys
 import numpy as np
 import pytest
 from PIL import Image
-from skimage import data
 
 from model.errors import InputError
 from model.identity.reference import REFERENCE_INPUT, REFERENCE_PIXELS
 from model.inputs.images import MAX_DECODED_PIXELS, MAX_REDUCED_PIXELS, load_image, load_mask
-from tests.conftest import ROOT, png_bytes
-from tests.test_server_inputs import camera_jpeg, heic, jpeg_declaring, png_declaring
+from tests.helpers import ROOT
+from tests.helpers.images import camera_jpeg, heic, jpeg_declaring, png_bytes, png_declaring
 
 MB = 2**20
 # The sizes the issue names: the 200 MP sensor of current phones, and their 50 MP mode.
@@ -44,11 +43,6 @@ before = peak_kb()
 image = load_image(sys.argv[1], sys.argv[2], reduce_to_pixels=int(sys.argv[3]) or None)
 print(image.width, image.height, image.mode, (peak_kb() - before) * 1024)
 """
-
-
-@pytest.fixture(scope="module")
-def astronaut() -> Image.Image:
-    return Image.fromarray(data.astronaut())
 
 
 def peak_load(path, input_name: str, reduce_to_pixels: int | None) -> tuple[tuple[int, int], str, int]:

@@ -12,7 +12,7 @@ from model.inputs.images import SRGB, load_image
 from model.inputs.inpaint import MIN_CONTEXT_PIXELS, SEAM_PIXELS, InpaintPlan, crop_box, density
 from model.inputs.masks import KEEP_THRESHOLD
 from model.inputs.sizes import WORKING_PIXELS, Size, working_size
-from tests.colour_profiles import display_p3_profile, gray_profile
+from tests.helpers.colour_profiles import display_p3_profile, gray_profile
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from model.errors import MAX_ERROR_CHARS, GenerationError, InputError, reported_failures
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 # The code that runs in the server: the Cog entry point and the package.
 SERVED = [ROOT / "predict.py", *sorted((ROOT / "model").rglob("*.py"))]
@@ -141,7 +141,7 @@ def test_a_damaged_weights_file_fails_setup_with_the_file_and_the_fix(tiny_weigh
     import shutil
 
     from model.weights.layout import WeightsLayout
-    from tests.conftest import running_cog_server
+    from tests.helpers.cog_server import running_cog_server
 
     folder = tmp_path / "weights"
     shutil.copytree(tiny_weights, folder)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 
-import numpy as np
 import pytest
 import torch
 from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
@@ -20,8 +19,6 @@ from PIL import Image
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from devtools.counting import memory_budget, real_size_character, settings_for
-from devtools.profiles.tiny.sdxl import write_sdxl_components
-from devtools.profiles.tiny.turbo import write_turbo_lora
 from model.generation.merged_loras import MergedLoras
 from model.generation.pipeline import (
     FACEID_LORA_ADAPTER,
@@ -38,29 +35,8 @@ CPU = torch.device("cpu")
 FICTION = {FACEID_LORA_ADAPTER: 0.8}
 
 
-@pytest.fixture(scope="module")
-def tiny_layout(tmp_path_factory) -> WeightsLayout:
-    root = tmp_path_factory.mktemp("tiny-weights")
-    write_sdxl_components(root)
-    write_turbo_lora(root)
-    return WeightsLayout(root)
-
-
 def load(layout: WeightsLayout, dtype: torch.dtype = torch.float32) -> CharacterPipeline:
     return CharacterPipeline.load(layout, CPU, dtype)
-
-
-@pytest.fixture(scope="module")
-def pipeline(tiny_layout) -> CharacterPipeline:
-    return load(tiny_layout)
-
-
-@pytest.fixture(scope="module")
-def identity() -> tuple[np.ndarray, Image.Image]:
-    rng = np.random.default_rng(0)
-    embedding = rng.standard_normal(512).astype(np.float32)
-    crop = Image.fromarray(rng.integers(0, 256, (224, 224, 3), dtype=np.uint8), "RGB")
-    return embedding / np.linalg.norm(embedding), crop
 
 
 class OperatorCounter(TorchDispatchMode):

@@ -9,12 +9,9 @@ import dataclasses
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from transformers import CLIPTokenizer
 
-from devtools.profiles.tiny.sdxl import write_sdxl_components
-from devtools.profiles.tiny.turbo import write_turbo_lora
 from model.generation.pipeline import (
     APPEARANCE_ADAPTER_INDEX,
     FACEID_ADAPTER_INDEX,
@@ -22,15 +19,7 @@ from model.generation.pipeline import (
     CharacterPipeline,
 )
 from model.generation.settings import AdapterScales, FaceCondition, GenerationSettings
-from model.weights.layout import WeightsLayout
-
-
-def random_identity(seed: int) -> tuple[np.ndarray, Image.Image]:
-    rng = np.random.default_rng(seed)
-    embedding = rng.standard_normal(512).astype(np.float32)
-    crop = Image.fromarray(rng.integers(0, 256, (224, 224, 3), dtype=np.uint8), "RGB")
-    return embedding / np.linalg.norm(embedding), crop
-
+from tests.helpers.tiny import random_identity
 
 BASE = GenerationSettings(
     prompt="a portrait photo of a woman in a garden, soft light",
@@ -42,24 +31,6 @@ BASE = GenerationSettings(
     guidance_scale=5.0,
     face=FaceCondition(*random_identity(0)),
 )
-
-
-@pytest.fixture(scope="session")
-def tiny_layout(tmp_path_factory) -> WeightsLayout:
-    root = tmp_path_factory.mktemp("tiny-weights")
-    write_sdxl_components(root)
-    write_turbo_lora(root)  # load() attaches the Turbo speed's LoRA too
-    return WeightsLayout(root)
-
-
-@pytest.fixture(scope="session")
-def pipeline(tiny_layout) -> CharacterPipeline:
-    return CharacterPipeline.load(tiny_layout, torch.device("cpu"), torch.float32)
-
-
-@pytest.fixture(scope="session")
-def identity() -> tuple[np.ndarray, Image.Image]:
-    return random_identity(0)
 
 
 def pixels(image: Image.Image) -> np.ndarray:

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from model.errors import InputError, WeightsError
-from tests.conftest import pixels
+from tests.helpers.images import pixels
 
 DEFAULT_INPUTS = dict(
     prompt="a character reading in a library",
@@ -75,6 +75,7 @@ def run(predictor, reference, **inputs):
     return Image.open(predict(predictor, reference, **inputs))
 
 
+@pytest.mark.slow
 def test_text_to_image_logs_the_four_lines_and_the_identity_score(predictor, reference, capsys):
     image = run(predictor, reference, resolution="768x1344")
     assert image.size == (768, 1344)
@@ -85,6 +86,7 @@ def test_text_to_image_logs_the_four_lines_and_the_identity_score(predictor, ref
     assert "Identity similarity: " in logs
 
 
+@pytest.mark.slow
 def test_same_seed_same_image_other_seed_other_image(predictor, reference):
     first = pixels(run(predictor, reference, seed=1234))
     again = pixels(run(predictor, reference, seed=1234))
@@ -93,6 +95,7 @@ def test_same_seed_same_image_other_seed_other_image(predictor, reference):
     assert not np.array_equal(first, other)
 
 
+@pytest.mark.slow
 def test_each_output_gets_a_fresh_file_and_the_next_request_removes_it(predictor, reference):
     first = predict(predictor, reference)
     assert first.exists()
@@ -102,6 +105,7 @@ def test_each_output_gets_a_fresh_file_and_the_next_request_removes_it(predictor
     assert not first.parent.exists()
 
 
+@pytest.mark.slow
 def test_inpainting_on_a_large_photo_with_a_mask_of_another_size(predictor, reference, portrait, tmp_path):
     photo = portrait.resize((1600, 1200))
     photo_path = tmp_path / "photo.jpg"
@@ -119,6 +123,7 @@ def test_inpainting_on_a_large_photo_with_a_mask_of_another_size(predictor, refe
     assert not np.array_equal(pixels(output)[~keep], decoded[~keep])
 
 
+@pytest.mark.slow
 def test_reference_without_a_face_is_an_input_error(predictor, tmp_path):
     blank = tmp_path / "blank.png"
     Image.new("RGB", (400, 400), (30, 140, 60)).save(blank)
@@ -126,6 +131,7 @@ def test_reference_without_a_face_is_an_input_error(predictor, tmp_path):
         run(predictor, blank)
 
 
+@pytest.mark.slow
 def test_exif_rotated_reference_gives_the_same_identity(predictor, portrait, tmp_path, caplog):
     upright = tmp_path / "upright.jpg"
     portrait.save(upright, quality=95)
@@ -141,6 +147,7 @@ def test_exif_rotated_reference_gives_the_same_identity(predictor, portrait, tmp
     assert faces.cosine_similarity(first.embedding, second.embedding) > 0.95
 
 
+@pytest.mark.slow
 def test_reference_with_two_faces_uses_the_larger_and_says_so(predictor, portrait, tmp_path, capsys):
     head = portrait.crop((100, 0, 400, 300))
     canvas = Image.new("RGB", (900, 500), (235, 235, 235))

@@ -16,7 +16,9 @@ import jsonschema
 import pytest
 import yaml
 
-from tests.conftest import ROOT, png_bytes, serving_folder
+from tests.helpers import ROOT
+from tests.helpers.cog_server import serving_folder
+from tests.helpers.images import png_bytes
 
 pytestmark = pytest.mark.server
 

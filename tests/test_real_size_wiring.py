@@ -26,7 +26,7 @@ from diffusers.models.embeddings import IPAdapterFaceIDPlusImageProjection, IPAd
 from peft.tuners.lora import LoraLayer
 from PIL import Image
 
-from devtools.counting import META, SDXL_SPECS, real_size_character, real_size_modules
+from devtools.counting import META, SDXL_SPECS, real_size_modules
 from devtools.counting import SERVING_DTYPE as DTYPE
 from devtools.profiles.checkpoint_layouts import (
     FACEID_LORA_RANK,
@@ -38,7 +38,6 @@ from devtools.profiles.tiny.sdxl import SCHEDULER_CONFIG
 from model.generation.pipeline import (
     APPEARANCE_ADAPTER_INDEX,
     FACEID_LORA_ADAPTER,
-    CharacterPipeline,
 )
 from model.generation.settings import AdapterScales, FaceCondition, GenerationSettings
 from model.generation.speeds import TURBO_LORA_ADAPTER
@@ -69,13 +68,6 @@ REQUEST = GenerationSettings(
 
 def config(name: str) -> dict:
     return json.loads((SDXL_SPECS / name).read_text())
-
-
-@pytest.fixture(scope="module")
-def character() -> CharacterPipeline:
-    """The production pipeline on meta (FaceID Plus v2 and the Lightning LoRA), built as the benchmark
-    builds it, through CharacterPipeline.from_sdxl, the code that load() runs."""
-    return real_size_character()
 
 
 def test_empty_real_size_modules_have_the_published_parameter_counts():

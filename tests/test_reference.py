@@ -6,13 +6,11 @@ import logging
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image
 from skimage import data
 
-from devtools.profiles.tiny.faces import write_face_models
 from model.errors import InputError
 from model.generation.settings import AdapterScales
-from model.identity.faces import FaceAnalyzer
 from model.identity.reference import (
     REFERENCE_INPUT,
     check_not_blank,
@@ -20,33 +18,15 @@ from model.identity.reference import (
     read_reference,
     subject_region,
 )
-from model.weights.layout import WeightsLayout
+from tests.helpers.images import cartoon_robot
 
 STYLE_SCALES = AdapterScales(ip_adapter=0.9, faceid_lora=0.8, face_structure=0.6, appearance=0.6)
-
-
-def cartoon_robot(size=(512, 640), background=(255, 255, 255)) -> Image.Image:
-    """A drawn mascot with no human face: a blue head with yellow eyes on a green body."""
-    image = Image.new("RGB", size, background)
-    draw = ImageDraw.Draw(image)
-    draw.rectangle((180, 120, 330, 260), fill=(40, 90, 200), outline=(0, 0, 0), width=6)
-    draw.ellipse((210, 160, 240, 190), fill=(255, 230, 0))
-    draw.ellipse((270, 160, 300, 190), fill=(255, 230, 0))
-    draw.rectangle((150, 280, 360, 520), fill=(60, 160, 80), outline=(0, 0, 0), width=6)
-    return image
 
 
 def white_page_with_a_speck() -> Image.Image:
     page = Image.new("RGB", (506, 506), (255, 255, 255))
     page.paste((0, 0, 0), (250, 250, 256, 256))
     return page
-
-
-@pytest.fixture(scope="module")
-def faces(tmp_path_factory) -> FaceAnalyzer:
-    root = tmp_path_factory.mktemp("faces")
-    write_face_models(WeightsLayout(root).face_analysis)
-    return FaceAnalyzer(WeightsLayout(root).face_analysis)
 
 
 @pytest.mark.parametrize(

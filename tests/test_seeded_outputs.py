@@ -17,6 +17,8 @@ from PIL import Image
 from model.inputs.request import NO_RESOLUTION, build_request
 from model.service import CharacterService, ServiceOptions
 
+pytestmark = pytest.mark.slow
+
 EXPECTED = {
     "text_to_image_default": "32e1b076db1541686ecb90efdcc4f84f2b6fb06d00871dcea8833303dce272ec",
     "text_to_image_turbo": "120577f98de96d5d24c84c29ac4875b6ce8182507ccc05f6369917bc97e1fa42",

@@ -7,9 +7,9 @@ import pytest
 import requests
 from PIL import Image
 
-from tests.conftest import data_uri, decode_image, pixels, png_bytes, serving_folder
-from tests.contract import contract_differences, load_contract
-from tests.test_reference import cartoon_robot
+from tests.helpers.cog_server import serving_folder
+from tests.helpers.contract import contract_differences, load_contract
+from tests.helpers.images import cartoon_robot, data_uri, decode_image, pixels, png_bytes
 
 pytestmark = pytest.mark.server
 

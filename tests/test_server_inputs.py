@@ -8,11 +8,8 @@ the input in one sentence (no traceback) and leave the server READY.
 from __future__ import annotations
 
 import base64
-import functools
 import io
-import struct
 import zipfile
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -22,9 +19,25 @@ import psutil
 import pytest
 from PIL import Image, ImageDraw, ImageOps
 
-from tests.colour_profiles import display_p3_profile
-from tests.conftest import ROOT, data_uri, decode_image, pixels, png_bytes
-from tests.test_reference import cartoon_robot
+from tests.helpers import ROOT
+from tests.helpers.colour_profiles import display_p3_profile
+from tests.helpers.images import (
+    animated,
+    camera_jpeg,
+    cartoon_robot,
+    data_uri,
+    decode_image,
+    encoded,
+    exif_rotated,
+    heic,
+    jpeg_declaring,
+    palette_with_transparency,
+    pixels,
+    png_bytes,
+    png_declaring,
+    sixteen_bit,
+    with_alpha,
+)
 
 pytestmark = pytest.mark.server
 
@@ -35,23 +48,6 @@ def uri(data: bytes, mime: str) -> str:
     return f"data:{mime};base64," + base64.b64encode(data).decode()
 
 
-def encoded(image: Image.Image, fmt: str, **options) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt, **options)
-    return buffer.getvalue()
-
-
-def png_declaring(width: int, height: int) -> bytes:
-    """A valid little PNG whose header declares width x height: a decompression bomb's shape."""
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit greyscale
-    rows = zlib.compress(b"\0" * (width + 1) * 4)  # a few rows only: decoding it would need 900 MB
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
-
-
 def zip_file() -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
@@ -59,71 +55,9 @@ def zip_file() -> bytes:
     return buffer.getvalue()
 
 
-def with_alpha(image: Image.Image) -> Image.Image:
-    """A cut-out: opaque in the middle, transparent in a 40 px frame."""
-    alpha = Image.new("L", image.size, 0)
-    ImageDraw.Draw(alpha).rectangle((40, 40, image.width - 41, image.height - 41), fill=255)
-    rgba = image.convert("RGBA")
-    rgba.putalpha(alpha)
-    return rgba
-
-
 def over_white(image: Image.Image) -> Image.Image:
     white = Image.new("RGBA", image.size, (255, 255, 255, 255))
     return Image.alpha_composite(white, image.convert("RGBA")).convert("RGB")
-
-
-def palette_with_transparency(image: Image.Image) -> bytes:
-    palette = image.convert("P", palette=Image.Palette.ADAPTIVE, colors=255)
-    return encoded(palette, "PNG", transparency=0)
-
-
-def sixteen_bit(image: Image.Image) -> bytes:
-    grey = (np.asarray(image.convert("L"), dtype=np.uint16) * 257).astype(np.uint16)
-    return encoded(Image.fromarray(grey), "PNG")  # uint16 -> mode I;16
-
-
-def animated(image: Image.Image, fmt: str) -> bytes:
-    frames = [image, Image.new("RGB", image.size, (255, 0, 0))]
-    return encoded(frames[0], fmt, save_all=True, append_images=frames[1:], duration=100, loop=0)
-
-
-def exif_rotated(image: Image.Image) -> bytes:
-    # Stored rotated 90 degrees with EXIF orientation 6 ("rotate 90 CW to display"): upright when applied.
-    exif = Image.Exif()
-    exif[0x0112] = 6
-    return encoded(image.transpose(Image.Transpose.ROTATE_90), "JPEG", exif=exif, quality=92)
-
-
-def heic(image: Image.Image, orientation: int = 1) -> bytes:
-    """HEIC encoded by pillow-heif. With an orientation, stored as a phone stores it: the pixels turned as
-    the EXIF tag says (as exif_rotated's), and the turn written both in EXIF and as HEIF's rotation box."""
-    pillow_heif.register_heif_opener()
-    stored = {1: image, 6: image.transpose(Image.Transpose.ROTATE_90)}[orientation]
-    exif = Image.Exif()
-    exif[0x0112] = orientation
-    # EXIF as bytes: pillow-heif reads the orientation it writes as a rotation box from bytes only.
-    return encoded(stored, "HEIF", exif=exif.tobytes(), quality=90)
-
-
-@functools.cache
-def camera_jpeg(portrait_bytes: bytes, width: int, height: int) -> bytes:
-    """A baseline JPEG of width x height as a phone writes it: the portrait, scaled up to a third of the
-    height, on a grey wall. Encoded once per size and session (16320x12240 takes about 2 s and 600 MB)."""
-    portrait = Image.open(io.BytesIO(portrait_bytes))
-    canvas = Image.new("RGB", (width, height), (200, 200, 205))
-    side = height // 3
-    canvas.paste(portrait.resize((side, side), Image.Resampling.NEAREST), ((width - side) // 2, side))
-    return encoded(canvas, "JPEG", quality=80)
-
-
-def jpeg_declaring(width: int, height: int, progressive: bool = False) -> bytes:
-    """A small JPEG whose frame header declares width x height; refused from the header, never decoded."""
-    data = bytearray(encoded(Image.new("RGB", (16, 16), (128, 64, 32)), "JPEG", progressive=progressive))
-    start = data.index(b"\xff\xc2" if progressive else b"\xff\xc0")
-    # SOF: marker, length (2 bytes), precision (1), height (2), width (2).
-    data[start + 5 : start + 9] = struct.pack(">HH", height, width)
-    return bytes(data)
 
 
 def decoded(content: bytes) -> Image.Image:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from model.prompting.guard_rails import chat_reason, subject_kept
-from tests.conftest import data_uri, decode_image
+from tests.helpers.images import data_uri, decode_image
 
 pytestmark = pytest.mark.server
 

@@ -18,8 +18,8 @@ import psutil
 import pytest
 from PIL import Image
 
-from tests.conftest import CogServer, data_uri, decode_image, pixels, png_bytes, running_cog_server
-from tests.test_reference import cartoon_robot
+from tests.helpers.cog_server import CogServer, running_cog_server
+from tests.helpers.images import cartoon_robot, data_uri, decode_image, pixels, png_bytes
 
 pytestmark = [pytest.mark.server, pytest.mark.soak]
 

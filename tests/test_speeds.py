@@ -12,13 +12,11 @@ import numpy as np
 import pytest
 import torch
 from diffusers import DPMSolverMultistepScheduler, EulerDiscreteScheduler, StableDiffusionXLPipeline
-from PIL import Image
 from safetensors.torch import load_file
 
 from devtools.counting import settings_for
 from devtools.profiles.checkpoint_layouts import lightning_lora_shapes, lightning_lora_targets
-from devtools.profiles.tiny.sdxl import tiny_unet, write_sdxl_components
-from devtools.profiles.tiny.turbo import write_turbo_lora
+from devtools.profiles.tiny.sdxl import tiny_unet
 from model.generation.pipeline import FACEID_LORA_ADAPTER, CharacterPipeline
 from model.generation.settings import FaceCondition
 from model.generation.speeds import SPEEDS, TURBO_LORA_ADAPTER
@@ -55,29 +53,8 @@ EXPECTED = {
 SIZE = 256
 
 
-@pytest.fixture(scope="module")
-def tiny_layout(tmp_path_factory) -> WeightsLayout:
-    root = tmp_path_factory.mktemp("tiny-weights")
-    write_sdxl_components(root)
-    write_turbo_lora(root)
-    return WeightsLayout(root)
-
-
 def load(layout: WeightsLayout) -> CharacterPipeline:
     return CharacterPipeline.load(layout, torch.device("cpu"), torch.float32)
-
-
-@pytest.fixture(scope="module")
-def pipeline(tiny_layout) -> CharacterPipeline:
-    return load(tiny_layout)
-
-
-@pytest.fixture(scope="module")
-def identity() -> tuple[np.ndarray, Image.Image]:
-    rng = np.random.default_rng(0)
-    embedding = rng.standard_normal(512).astype(np.float32)
-    crop = Image.fromarray(rng.integers(0, 256, (224, 224, 3), dtype=np.uint8), "RGB")
-    return embedding / np.linalg.norm(embedding), crop
 
 
 def generate(pipeline: CharacterPipeline, identity, speed: str, seed: int = 7) -> np.ndarray:

@@ -26,9 +26,11 @@ import requests
 from PIL import Image
 from playwright.sync_api import expect
 
-from tests.conftest import ROOT, data_uri, decode_image, free_port, pixels
+from tests.helpers import ROOT
+from tests.helpers.cog_server import free_port
+from tests.helpers.images import data_uri, decode_image, pixels
 
-pytestmark = pytest.mark.server
+pytestmark = [pytest.mark.server, pytest.mark.browser]
 
 UI_PYTHON = ROOT / ".venv-ui" / "bin" / "python"
 SCREENSHOTS = ROOT / "outputs" / "ui-screenshots"

@@ -9,7 +9,7 @@ import json
 import numpy as np
 from PIL import Image
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 from ui.client import Report, contract_fields, http_error_sentence, last_step, mask_from_strokes
 
 CONTRACT = json.loads((ROOT / "specs" / "ideogram-character.contract.json").read_text(encoding="utf-8"))

@@ -25,7 +25,8 @@ from model.options import SAFETY_CHECKER_ENV, WEIGHTS_SHA256_ENV, WEIGHTS_URL_EN
 from model.safety import FLAGGED_MESSAGE, SafetyChecker
 from model.weights.manifest import write_manifest
 from model.weights.url import fetch_weights_if_configured
-from tests.conftest import data_uri, decode_image, free_port, running_cog_server, serving_folder
+from tests.helpers.cog_server import free_port, running_cog_server, serving_folder
+from tests.helpers.images import data_uri, decode_image
 
 REQUEST = {
     "prompt": "a portrait on a beach",
@@ -73,6 +74,7 @@ def fetched_server(flagging_tarball, tmp_path_factory):
         yield server, weights_dir
 
 
+@pytest.mark.server
 def test_setup_fetches_the_tarball_into_a_missing_weights_folder(fetched_server):
     server, weights_dir = fetched_server
     health = server.health()
@@ -83,6 +85,7 @@ def test_setup_fetches_the_tarball_into_a_missing_weights_folder(fetched_server)
     assert not list(weights_dir.glob(".download-*"))
 
 
+@pytest.mark.server
 def test_a_flagged_output_fails_with_one_clear_sentence_and_the_server_stays_ready(fetched_server, portrait):
     server, _ = fetched_server
     body = server.predict(character_reference_image=data_uri(portrait), **REQUEST).json()
@@ -94,6 +97,7 @@ def test_a_flagged_output_fails_with_one_clear_sentence_and_the_server_stays_rea
     assert server.settles_ready()
 
 
+@pytest.mark.server
 def test_with_the_checker_off_the_same_request_succeeds(fetched_server, portrait, tmp_path):
     _, weights_dir = fetched_server
     # Same folder, second server: WEIGHTS_URL is set but the folder is complete, so nothing is fetched.
@@ -115,6 +119,7 @@ def test_with_the_checker_off_the_same_request_succeeds(fetched_server, portrait
     assert "Safety checker: off (CHARACTER_SAFETY_CHECKER=off)" in server_log
 
 
+@pytest.mark.server
 def test_a_wrong_digest_fails_setup_with_the_reason(flagging_tarball, tmp_path):
     url, digest = flagging_tarball
     wrong = "f" * 64

@@ -1,9 +1,9 @@
 """The original model's contract, and a field-by-field comparison of an OpenAPI document against it."""
 
 import json
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import ROOT
+
 CONTRACT_PATH = ROOT / "specs" / "ideogram-character.contract.json"
 
 
