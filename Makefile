@@ -70,13 +70,13 @@ evaluate: install
 # worker), one torch thread each (tests/conftest.py): the tiny models leave a single process mostly idle on
 # one of the two cores.
 test: lint schema ui-venv browser
-	$(BIN)/python -m pytest -n 2 --dist loadfile
+	$(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder
 
 # The inner loop: the unit tests alone, without the Cog server, the soak, the browser or the `slow` end-to-end
 # runs (marks in pyproject.toml), so neither .venv-ui nor chromium. make test, the CI gate, runs everything.
 FAST_MARKS := not server and not soak and not browser and not slow
 test-fast: install
-	$(BIN)/python -m pytest -n 2 --dist loadfile -m "$(FAST_MARKS)"
+	$(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder -m "$(FAST_MARKS)"
 
 lint: install
 	$(BIN)/ruff check .

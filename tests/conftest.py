@@ -123,9 +123,17 @@ def cog_server(tiny_weights, tmp_path_factory) -> Iterator[CogServer]:
         yield server
 
 
-# The longest files first: `make test` hands whole files to two workers in collection order, and the
-# 200-request soak (about 3 minutes) started last would run alone at the end while the other worker idles.
-LONGEST_FIRST = ("test_soak.py", "test_benchmark.py", "test_demo.py", "test_evaluate.py")
+# The longest files first: `make test` hands whole files to two workers in collection order (xdist's own
+# reordering by test count is off: --no-loadscope-reorder), and the 200-request soak (about 4 minutes) started
+# last would run alone at the end while the other worker idles.
+LONGEST_FIRST = (
+    "test_soak.py",
+    "test_benchmark.py",
+    "test_evaluate.py",
+    "test_seeded_outputs.py",
+    "test_demo.py",
+    "test_weights_url_and_safety.py",
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -30,11 +30,13 @@ def test_magic_prompt_on_rewrites_a_long_english_prompt_and_logs_it(cog_server, 
     lines = body["logs"].splitlines()
     used = next(line for line in lines if line.startswith("Prompt used: "))
     # The LLM ran: its rewrite is used, or the guard rails rejected it and said why (the 135M fallback's
-    # rewrites often lose the subject or read as a story in the first person).
+    # rewrites often lose the subject or read as a story in the first person), or, on a loaded machine, it
+    # ran past the 15 s limit and the prompt was kept as given.
+    rejected = ("Magic prompt rejected (the rewrite ", "Magic prompt rejected (timed out after ")
     if any(line.startswith("Magic prompt: On, rewritten by the fallback") for line in lines):
         assert used != f"Prompt used: {LONG_ENGLISH}" and len(used) > len("Prompt used: ")
     else:
-        assert any(line.startswith("Magic prompt rejected (the rewrite ") for line in lines), lines
+        assert any(line.startswith(rejected) for line in lines), lines
         assert used == f"Prompt used: {LONG_ENGLISH}"
     assert "Style: Auto chose Realistic (cues: none)" in lines
     assert any(line.startswith("Style: Realistic (") for line in lines)
