@@ -43,6 +43,8 @@ from devtools.profiles.stand_in_tokenizers import CLIP_PAD_TOKEN, OPEN_CLIP_PAD_
 from model.generation.pipeline import PRISTINE_ON_GPU_MIN_GIB, CharacterPipeline
 from model.generation.settings import FaceCondition, GenerationSettings
 from model.generation.speeds import Speed
+from model.identity.pulid import BiSeNet, EVAVisionTower, IDFormer, id_attention_layers
+from model.identity.pulid.id_attention import ID_TOKEN_WIDTH
 from model.weights.layout import APPEARANCE_ADAPTER_FILE, FACEID_ADAPTER_FILE, TURBO_LORA_FILE
 from model.weights.manifest import production_manifest
 
@@ -251,6 +253,12 @@ def memory_budget(dtype: torch.dtype = SERVING_DTYPE) -> list[ComponentMemory]:
         for key, shape in turbo_shapes.items()
         if key.endswith(".lora_up.weight")
     )
+    with META:
+        pulid_parameters = _parameters(IDFormer()) + sum(
+            layer.hidden_size * ID_TOKEN_WIDTH * 2 for layer in id_attention_layers(modules["unet"])
+        )
+        eva_parameters = _parameters(EVAVisionTower())
+        parsing_parameters = _parameters(BiSeNet())
     onnx_bytes = sum(f.size or 0 for f in production_manifest().files if f.path.endswith(".onnx"))
     (llm_bytes,) = [f.size for f in production_manifest().files if f.path == PROMPT_LLM_FILE]
     (safety_bytes,) = [f.size for f in production_manifest().files if f.path == SAFETY_CHECKER_FILE]
@@ -269,6 +277,9 @@ def memory_budget(dtype: torch.dtype = SERVING_DTYPE) -> list[ComponentMemory]:
             f"exact LoRA switching; host memory on GPUs under {PRISTINE_ON_GPU_MIN_GIB:.0f} GiB",
             on_gpu=False,
         ),
+        ComponentMemory("PuLID v1.1 (IDFormer + 140 ID attention weights)", pulid_parameters, size, ""),
+        ComponentMemory("EVA02-CLIP-L-14-336 visual tower (PuLID)", eva_parameters, size, ""),
+        ComponentMemory("BiSeNet face parsing (PuLID)", parsing_parameters, 4, "fp32"),
         ComponentMemory("insightface buffalo_l (ONNX)", onnx_bytes // 4, 4, "fp32, onnxruntime"),
         ComponentMemory("magic prompt LLM (Qwen2.5-1.5B)", llm_bytes // 2, 2, "bf16, from its file size"),
         ComponentMemory("safety checker (CLIP ViT-L/14)", safety_bytes // 2, 2, "fp16, from its file size"),
