@@ -100,7 +100,7 @@ def test_idformer_is_the_v1_1_architecture_with_the_checkpoint_keys():
 
 
 def test_idformer_takes_several_references_as_more_id_tokens(idformer):
-    """[B, n, 1280] and n * 577 ViT tokens per scale (the reference's num_duotu): still 32 tokens."""
+    """Two reference images: id_cond [B, 2, 1280] and 2 x 577 EVA tokens per scale still give 32 ID tokens."""
     id_cond, hidden = id_inputs(SEED, images=2)
     with torch.no_grad():
         tokens = idformer(torch.stack((id_cond, id_cond), dim=1), hidden)
