@@ -26,12 +26,18 @@ WEIGHTS_SHA256_ENV = "WEIGHTS_SHA256"
 COMPILE_ENV = "CHARACTER_TORCH_COMPILE"
 APPEARANCE_WITH_FACE_ENV = "CHARACTER_APPEARANCE_WITH_FACE"
 SAFETY_CHECKER_ENV = "CHARACTER_SAFETY_CHECKER"
+IDENTITY_ADAPTER_ENV = "CHARACTER_IDENTITY_ADAPTER"
 
 DEFAULT_WEIGHTS_DIR = Path("weights")
 # Above about 1 the appearance adapter copies the reference image outright.
 MAX_APPEARANCE_WITH_FACE = 1.0
 SAFETY_SWITCH = {"on": True, "off": False}
 COMPILE_SWITCH = {"": False, "0": False, "1": True}
+# The identity adapter for a reference with a human face: PuLID v1.1 (the default), or IP-Adapter FaceID
+# Plus v2 with its LoRA.
+PULID = "pulid"
+FACEID = "faceid"
+IDENTITY_ADAPTERS = (PULID, FACEID)
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -49,6 +55,8 @@ class ServiceOptions:
     appearance_scale_with_face: float = 0.0
     # The NSFW check of each output (model/safety.py); on unless switched off.
     safety_checker: bool = True
+    # The identity adapter for a face reference, loaded at setup: "pulid" (PuLID v1.1) or "faceid".
+    identity_adapter: str = PULID
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> ServiceOptions:
@@ -67,6 +75,7 @@ class ServiceOptions:
             safety_checker=_switch(
                 environ, SAFETY_CHECKER_ENV, SAFETY_SWITCH, "on (the default) or off", default="on"
             ),
+            identity_adapter=_identity_adapter(environ),
         )
 
 
@@ -78,6 +87,7 @@ VARIABLES = {
     COMPILE_ENV: "torch_compile",
     APPEARANCE_WITH_FACE_ENV: "appearance_scale_with_face",
     SAFETY_CHECKER_ENV: "safety_checker",
+    IDENTITY_ADAPTER_ENV: "identity_adapter",
 }
 
 
@@ -122,3 +132,13 @@ def _appearance_scale(environ: Mapping[str, str]) -> float:
             f"{MAX_APPEARANCE_WITH_FACE}, the appearance adapter's scale beside FaceID"
         )
     return scale
+
+
+def _identity_adapter(environ: Mapping[str, str]) -> str:
+    value = environ.get(IDENTITY_ADAPTER_ENV, "").strip().lower() or PULID
+    if value not in IDENTITY_ADAPTERS:
+        raise ConfigurationError(
+            f"{IDENTITY_ADAPTER_ENV}={value!r} is not one of {', '.join(IDENTITY_ADAPTERS)}: set it to "
+            f"{PULID} (PuLID v1.1, the default) or {FACEID} (IP-Adapter FaceID Plus v2)."
+        )
+    return value

@@ -1,6 +1,6 @@
 """What one request asks of the pipeline: GenerationSettings, with its adapter scales and its face.
 
-AdapterScales is the one value that carries the identity adapters' four scales from where they are decided
+AdapterScales is the one value that carries the identity adapters' scales from where they are decided
 to where they are applied: the rendering speed sets them (model/generation/speeds.py), the style multiplies
 them (model/prompting/styles.py), the reference's path zeroes the adapter it does not use
 (model/identity/reference.py), and the pipeline sets them on the UNet. GenerationSettings holds everything
@@ -17,35 +17,61 @@ import numpy as np
 from PIL import Image
 
 if TYPE_CHECKING:  # speeds.py imports AdapterScales from here
+    import torch
+
     from model.generation.speeds import SchedulerSpec
+
+# PuLID v1.1's demo defaults (ToTheBeginning/PuLID app_v1_1.py): the ID branch's weight, and the zero tokens
+# appended to the 32 ID tokens (attention sinks: more zeros, more room for the prompt).
+PULID_ID_SCALE = 0.8
+PULID_NUM_ZERO = 20
 
 
 @dataclass(frozen=True)
 class AdapterScales:
-    """The identity adapters' scales: FaceID Plus v2's three, and IP-Adapter Plus's attention weight.
+    """The identity adapters' scales: FaceID Plus v2's three, PuLID's two, IP-Adapter Plus's weight.
 
     ip_adapter: the attention weight of FaceID's ID tokens; faceid_lora: the weight of FaceID's LoRA;
     face_structure: the weight of the CLIP face-structure branch added onto the ID tokens (the authors'
-    "s_scale"); appearance: IP-Adapter Plus's attention weight on the appearance image. 0 turns each off.
+    "s_scale"); id_scale: the weight of PuLID's ID branch in every cross-attention; num_zero: the zero
+    tokens appended to PuLID's 32 ID tokens (a count; rounded where used); appearance: IP-Adapter Plus's
+    attention weight on the appearance image. A scale of 0 turns its adapter off.
     """
 
     ip_adapter: float = 1.0
     faceid_lora: float = 1.0
     face_structure: float = 1.0
+    id_scale: float = PULID_ID_SCALE
+    num_zero: float = PULID_NUM_ZERO
     appearance: float = 0.0
 
     def times(self, factors: AdapterScales) -> AdapterScales:
         """Each scale times the matching factor (a style's factors on a speed's scales)."""
         return AdapterScales(
-            ip_adapter=self.ip_adapter * factors.ip_adapter,
-            faceid_lora=self.faceid_lora * factors.faceid_lora,
-            face_structure=self.face_structure * factors.face_structure,
-            appearance=self.appearance * factors.appearance,
+            **{
+                field.name: getattr(self, field.name) * getattr(factors, field.name)
+                for field in dataclasses.fields(self)
+            }
         )
 
     def without_face(self) -> AdapterScales:
-        """FaceID off (its three scales 0), the appearance adapter as it is: the path without a face."""
+        """Both face adapters off, the appearance adapter as it is: the path without a face."""
+        return dataclasses.replace(
+            self, ip_adapter=0.0, faceid_lora=0.0, face_structure=0.0, id_scale=0.0, num_zero=0
+        )
+
+    def for_pulid(self) -> AdapterScales:
+        """FaceID off (its three scales 0), PuLID and the appearance adapter as they are."""
         return dataclasses.replace(self, ip_adapter=0.0, faceid_lora=0.0, face_structure=0.0)
+
+    def for_faceid(self) -> AdapterScales:
+        """PuLID off, FaceID and the appearance adapter as they are."""
+        return dataclasses.replace(self, id_scale=0.0, num_zero=0)
+
+    @property
+    def zero_tokens(self) -> int:
+        """num_zero as the count of zero tokens PuLID's attention appends."""
+        return round(self.num_zero)
 
     def with_appearance(self, appearance: float) -> AdapterScales:
         return dataclasses.replace(self, appearance=appearance)
@@ -62,6 +88,25 @@ class FaceCondition:
     def __post_init__(self) -> None:
         if np.asarray(self.embedding).ndim != 1:
             raise ValueError(f"the face embedding must be one vector, got shape {np.shape(self.embedding)}")
+
+
+@dataclass(frozen=True, eq=False)
+class IDTokens:
+    """What PuLID v1.1 reads of the reference's face (model/identity/pulid/extraction.py makes them).
+
+    tokens: the IDFormer's output for the face, [1, 32, 2048] (the UNet's dtype and device); null: its
+    output for zero inputs, the learnt "null ID" that CFG's unconditional half gets, of the same shape.
+    """
+
+    tokens: torch.Tensor
+    null: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if self.tokens.ndim != 3 or self.tokens.shape != self.null.shape:
+            raise ValueError(
+                f"ID tokens must be [1, tokens, width] like the null ID, got {tuple(self.tokens.shape)} "
+                f"and {tuple(self.null.shape)}"
+            )
 
 
 @dataclass(frozen=True)
@@ -81,8 +126,9 @@ class GenerationSettings:
     num_inference_steps: int
     guidance_scale: float
     adapters: AdapterScales = AdapterScales()
-    # The reference's face for FaceID Plus v2; None on the appearance path.
-    face: FaceCondition | None = None
+    # The reference's face: for FaceID Plus v2 (FaceCondition) or PuLID (IDTokens); None on the appearance
+    # path.
+    face: FaceCondition | IDTokens | None = None
     # The solver; None runs the scheduler of the weights folder with its own config.
     scheduler: SchedulerSpec | None = None
     # Weight of the few-step distilled LoRA; at 0 that adapter is inactive.
@@ -108,8 +154,8 @@ class GenerationSettings:
             raise ValueError(f"strength must be in (0, 1], got {self.strength}")
         if self.adapters.appearance and self.appearance_image is None:
             raise ValueError("adapters.appearance is set but appearance_image is not")
-        if self.face is None and (self.adapters.ip_adapter or self.adapters.faceid_lora):
-            raise ValueError("without a face, the ip_adapter and faceid_lora scales must be 0")
+        if not isinstance(self.face, FaceCondition) and (self.adapters.ip_adapter or self.adapters.faceid_lora):
+            raise ValueError("without FaceID's face, the ip_adapter and faceid_lora scales must be 0")
         if self.face is None and self.appearance_image is None:
             raise ValueError("a request needs a face or an appearance_image")
 

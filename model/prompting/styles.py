@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import dataclasses
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -22,6 +23,8 @@ from model.generation.speeds import Speed
 log = logging.getLogger(__name__)
 
 AUTO = "Auto"
+# A factor of 1.0 on every scale: what a style that names none of them multiplies by.
+NEUTRAL_FACTORS = {field.name: 1.0 for field in dataclasses.fields(AdapterScales)}
 
 
 @dataclass(frozen=True)
@@ -30,7 +33,7 @@ class Style:
     template: str
     negative_prompt: str
     # Factors on the speed's adapter scales (1.0 keeps the speed's value).
-    adapter_factors: AdapterScales = AdapterScales(appearance=1.0)
+    adapter_factors: AdapterScales = AdapterScales(**NEUTRAL_FACTORS)
 
     def apply(self, prompt: str) -> str:
         return self.template.format(prompt=prompt)
@@ -63,7 +66,7 @@ def styles() -> dict[str, Style]:
             name=name,
             template=fields["template"],
             negative_prompt=fields["negative_prompt"],
-            adapter_factors=AdapterScales(**{"appearance": 1.0} | fields["adapter_factors"]),
+            adapter_factors=AdapterScales(**NEUTRAL_FACTORS | fields["adapter_factors"]),
         )
         for name, fields in presets.items()
     }

@@ -16,6 +16,14 @@ FACE_DETECTOR_FILE = "det_10g.onnx"
 FACE_RECOGNIZER_FILE = "w600k_r50.onnx"
 # SDXL-Lightning's 8-step LoRA (kohya key names), the file the Turbo speed loads from turbo_lora/.
 TURBO_LORA_FILE = "sdxl_lightning_8step_lora.safetensors"
+# PuLID v1.1 (model/identity/pulid/): its IDFormer and ID attention weights, the EVA02-CLIP-L-14-336 checkpoint
+# whose visual tower it reads, and facexlib's BiSeNet face-parsing weights, all under pulid/.
+PULID_ADAPTER_FILE = "pulid_v1.1.safetensors"
+EVA_CLIP_FILE = "EVA02_CLIP_L_336_psz14_s6B.pt"
+FACE_PARSING_FILE = "parsing_bisenet.pth"
+# insightface antelopev2, PuLID's face models: SCRFD-10G detector and the Glint360K ResNet-100 ArcFace.
+PULID_FACE_DETECTOR_FILE = "scrfd_10g_bnkps.onnx"
+PULID_FACE_RECOGNIZER_FILE = "glintr100.onnx"
 # Diffusers loads the SDXL components of this variant ("*.fp16.safetensors").
 SDXL_VARIANT = "fp16"
 
@@ -58,6 +66,31 @@ class WeightsLayout:
     def face_analysis(self) -> Path:
         """insightface model folder (buffalo_l): SCRFD detector and ArcFace recognizer."""
         return self.root / "insightface" / "buffalo_l"
+
+    @property
+    def pulid_face_analysis(self) -> Path:
+        """insightface model folder (antelopev2): the detector and recognizer PuLID's ID embedding comes from."""
+        return self.root / "insightface" / "antelopev2"
+
+    @property
+    def pulid(self) -> Path:
+        """Folder of PuLID v1.1's files: the adapter, the EVA-CLIP checkpoint and the face-parsing weights."""
+        return self.root / "pulid"
+
+    @property
+    def pulid_adapter(self) -> Path:
+        """PuLID v1.1: the IDFormer (`id_adapter.*`) and 140 ID attention weights (`id_adapter_attn_layers.*`)."""
+        return self.pulid / PULID_ADAPTER_FILE
+
+    @property
+    def eva_clip(self) -> Path:
+        """EVA02-CLIP-L-14-336 (a torch state dict): PuLID reads its `visual.*` tower only."""
+        return self.pulid / EVA_CLIP_FILE
+
+    @property
+    def face_parsing(self) -> Path:
+        """BiSeNet face parsing (CelebAMask-HQ labels, a torch state dict), as facexlib fetches it."""
+        return self.pulid / FACE_PARSING_FILE
 
     @property
     def prompt_model(self) -> Path:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from devtools.profiles.tiny.evaluation import write_evaluation_clip
 from devtools.profiles.tiny.faces import write_face_models
+from devtools.profiles.tiny.pulid import write_pulid
 from devtools.profiles.tiny.safety import write_safety_checker
 from devtools.profiles.tiny.sdxl import write_sdxl_components
 from devtools.profiles.tiny.turbo import write_turbo_lora
@@ -24,6 +25,7 @@ def build_tiny_profile(root: Path) -> Manifest:
     paths = write_sdxl_components(layout.root)
     paths += write_face_models(layout.face_analysis)
     paths += write_turbo_lora(layout.root)
+    paths += write_pulid(layout.root)
     paths += write_safety_checker(layout.root)
     evaluation = write_evaluation_clip(layout.root)
     return write_manifest(layout.root, profile="tiny", paths=paths + evaluation, evaluation_paths=evaluation)

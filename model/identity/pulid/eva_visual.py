@@ -20,6 +20,7 @@ L2-normalised [B, 768]; and the hidden states entering blocks 4, 8, 12, 16 and 2
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -28,6 +29,8 @@ from torch import nn
 
 # The blocks whose inputs PuLID takes (the reference: 0 < idx <= 20 and idx % 4 == 0).
 HIDDEN_STATE_BLOCKS = (4, 8, 12, 16, 20)
+# EVA02-L's attention heads are 64 channels wide (width 1024, 16 heads).
+HEAD_DIM = 64
 LAYER_NORM_EPS = 1e-6
 
 
@@ -43,6 +46,8 @@ class EVAVisionConfig:
     mlp_ratio: float = 2.6667
     embed_dim: int = 768  # the CLIP projection (`head`)
     rope_pretrained_grid: int = 16  # pt_hw_seq_len: the grid RoPE was trained on (224 / 14)
+    # The SwiGLU's hidden width when it is not int(width * mlp_ratio) (a miniature read from its file).
+    mlp_width: int | None = None
 
     @property
     def grid(self) -> int:
@@ -50,7 +55,27 @@ class EVAVisionConfig:
 
     @property
     def mlp_hidden(self) -> int:
-        return int(self.width * self.mlp_ratio)
+        return self.mlp_width or int(self.width * self.mlp_ratio)
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, torch.Tensor]) -> EVAVisionConfig:
+        """The sizes a `visual.*` state dict (prefix removed) was built with: EVA02-CLIP-L-14-336's for the
+        real file, a miniature's for the tiny profile. The head count is not in the shapes: EVA02's heads
+        are HEAD_DIM wide (1024 / 16)."""
+        width = state["cls_token"].shape[-1]
+        patch_size = state["patch_embed.proj.weight"].shape[-1]
+        grid = math.isqrt(state["pos_embed"].shape[1] - 1)
+        depth = 1 + max(int(key.split(".")[1]) for key in state if key.startswith("blocks."))
+        mlp_width = state["blocks.0.mlp.w1.weight"].shape[0]
+        return cls(
+            image_size=grid * patch_size,
+            patch_size=patch_size,
+            width=width,
+            depth=depth,
+            heads=max(1, width // HEAD_DIM),
+            embed_dim=state["head.weight"].shape[0],
+            mlp_width=None if mlp_width == int(width * cls.mlp_ratio) else mlp_width,
+        )
 
 
 def rope_tables(config: EVAVisionConfig) -> tuple[torch.Tensor, torch.Tensor]:

@@ -24,16 +24,16 @@ ID_COND_WIDTH = 1280
 VIT_SCALES = 5
 
 
-def _mlp(in_features: int, out_features: int) -> nn.Sequential:
+def _mlp(in_features: int, out_features: int, width: int = VIT_WIDTH) -> nn.Sequential:
     """Linear-LayerNorm-LeakyReLU twice, then Linear: indices 0, 1, 3, 4 and 6 hold weights."""
     return nn.Sequential(
-        nn.Linear(in_features, VIT_WIDTH),
-        nn.LayerNorm(VIT_WIDTH),
+        nn.Linear(in_features, width),
+        nn.LayerNorm(width),
         nn.LeakyReLU(),
-        nn.Linear(VIT_WIDTH, VIT_WIDTH),
-        nn.LayerNorm(VIT_WIDTH),
+        nn.Linear(width, width),
+        nn.LayerNorm(width),
         nn.LeakyReLU(),
-        nn.Linear(VIT_WIDTH, out_features),
+        nn.Linear(width, out_features),
     )
 
 
@@ -88,7 +88,8 @@ class IDFormer(nn.Module):
 
     Parameters (v1.1 defaults; 151,398,400 parameters, 172 tensors):
       dim 1024, depth 10 (2 layers per ViT scale), dim_head 64, heads 16, num_id_token 5, num_queries 32,
-      output_dim 2048 (SDXL's cross-attention width), ff_mult 4.
+      output_dim 2048 (SDXL's cross-attention width), ff_mult 4; vit_width 1024 and id_cond_width 1280,
+      literals in the reference, are arguments here only so that the tiny profile's miniature can be smaller.
     """
 
     def __init__(
@@ -101,6 +102,8 @@ class IDFormer(nn.Module):
         num_queries: int = 32,
         output_dim: int = 2048,
         ff_mult: int = 4,
+        vit_width: int = VIT_WIDTH,
+        id_cond_width: int = ID_COND_WIDTH,
     ):
         super().__init__()
         if depth % VIT_SCALES:
@@ -118,8 +121,40 @@ class IDFormer(nn.Module):
             for _ in range(depth)
         )
         for i in range(VIT_SCALES):
-            setattr(self, f"mapping_{i}", _mlp(VIT_WIDTH, dim))
-        self.id_embedding_mapping = _mlp(ID_COND_WIDTH, dim * num_id_token)
+            setattr(self, f"mapping_{i}", _mlp(vit_width, dim, vit_width))
+        self.id_embedding_mapping = _mlp(id_cond_width, dim * num_id_token, vit_width)
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, torch.Tensor]) -> IDFormer:
+        """An IDFormer of the sizes of an `id_adapter.*` state dict (prefix removed), loaded strictly: the
+        v1.1 architecture for the real file, a miniature for the tiny profile. Heads are 64 wide, as in
+        v1.1 (the head count is not in the shapes)."""
+        dim = state["latents"].shape[-1]
+        inner = state["layers.0.0.to_q.weight"].shape[0]
+        dim_head = min(64, inner)
+        with torch.device("meta"):
+            idformer = cls(
+                dim=dim,
+                depth=1 + max(int(key.split(".")[1]) for key in state if key.startswith("layers.")),
+                dim_head=dim_head,
+                heads=inner // dim_head,
+                num_id_token=state["id_embedding_mapping.6.weight"].shape[0] // dim,
+                num_queries=state["latents"].shape[1],
+                output_dim=state["proj_out"].shape[1],
+                ff_mult=state["layers.0.1.1.weight"].shape[0] // dim,
+                vit_width=state["mapping_0.0.weight"].shape[0],
+                id_cond_width=state["id_embedding_mapping.0.weight"].shape[1],
+            )
+        idformer.load_state_dict(state, strict=True, assign=True)
+        return idformer.eval()
+
+    @property
+    def id_cond_width(self) -> int:
+        return self.id_embedding_mapping[0].in_features
+
+    @property
+    def vit_width(self) -> int:
+        return self.mapping_0[0].in_features
 
     def forward(self, id_cond: torch.Tensor, vit_hidden: list[torch.Tensor]) -> torch.Tensor:
         """id_cond [B, 1280] or [B, n, 1280]; vit_hidden 5 x [B, n * 577, 1024] -> [B, 32, 2048]."""

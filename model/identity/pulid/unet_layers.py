@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from diffusers import UNet2DConditionModel
 
-from model.identity.pulid.id_attention import PuLIDAttnProcessor
+from model.identity.pulid.id_attention import ID_TOKEN_WIDTH, PuLIDAttnProcessor
 
 IDFORMER_PREFIX = "id_adapter."
 ATTENTION_PREFIX = "id_adapter_attn_layers."
@@ -66,8 +66,11 @@ def id_attention_processors(
     processors = {}
     expected = set()
     for layer in id_attention_layers(unet):
+        key = attention_state.get(f"{layer.index}.id_to_k.weight")
+        # The ID tokens' width: 2048 in v1.1, smaller in the tiny profile's miniature.
+        token_width = key.shape[1] if key is not None else ID_TOKEN_WIDTH
         with torch.device("meta"):
-            processor = PuLIDAttnProcessor(layer.hidden_size)
+            processor = PuLIDAttnProcessor(layer.hidden_size, token_width)
         own = {
             f"id_to_{kind}.weight": attention_state.get(f"{layer.index}.id_to_{kind}.weight") for kind in "kv"
         }
