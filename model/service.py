@@ -1,5 +1,8 @@
 """One request, end to end: reference -> face or appearance -> prompt -> pipeline -> composite -> scored PNG.
 
+The face goes to the identity adapter chosen at setup (ServiceOptions.identity_adapter): PuLID v1.1, whose
+ID tokens model/identity/pulid/extraction.py makes from the reference, or FaceID Plus v2.
+
 CharacterService is what the Cog predictor holds: it loads every component once in `load()` and
 turns each Request into an image file. It keeps nothing from one request to the next but the folder of the
 last output, which the next request removes. Its settings come from ServiceOptions (model/options.py), read
@@ -21,10 +24,11 @@ import torch
 from PIL import Image
 
 from model.generation.pipeline import CharacterPipeline
-from model.generation.settings import GenerationSettings
+from model.generation.settings import AdapterScales, FaceCondition, GenerationSettings, IDTokens
 from model.generation.speeds import SPEEDS
 from model.generation.warm_up import WARM_UP_STEPS
 from model.identity.faces import FaceAnalyzer
+from model.identity.pulid.extraction import PuLIDEncoder
 from model.identity.reference import (
     REFERENCE_INPUT,
     REFERENCE_PIXELS,
@@ -37,7 +41,7 @@ from model.inputs.inpaint import InpaintPlan
 from model.inputs.masks import read_mask
 from model.inputs.request import Request
 from model.memory import release_freed_memory
-from model.options import ServiceOptions
+from model.options import PULID, ServiceOptions
 from model.prompting.magic_prompt import magic_prompt
 from model.prompting.rewriter import PromptRewriter
 from model.prompting.styles import choose_style
@@ -69,6 +73,8 @@ class CharacterService:
     options: ServiceOptions = field(default_factory=ServiceOptions)
     # None when the safety checker is switched off (model/safety.py).
     safety: SafetyChecker | None = None
+    # PuLID's face-side models; None when the identity adapter is FaceID.
+    pulid: PuLIDEncoder | None = None
     # The seconds of each setup stage of load() (load_faces, load_pipeline, warm_up on CUDA, ...).
     setup_seconds: dict[str, float] = field(default_factory=dict)
     # At most this many denoising steps per request, whatever the speed (None: the speed's own). Only
@@ -96,7 +102,16 @@ class CharacterService:
         timer = StageTimer()
         faces = FaceAnalyzer(layout.face_analysis)
         timer.lap("load_faces")
-        pipeline = CharacterPipeline.load(layout, device=device, dtype=dtype, compile=options.torch_compile)
+        pulid = PuLIDEncoder.load(layout, device, dtype) if options.identity_adapter == PULID else None
+        if pulid is not None:
+            timer.lap("load_pulid")
+        pipeline = CharacterPipeline.load(
+            layout,
+            device=device,
+            dtype=dtype,
+            compile=options.torch_compile,
+            identity_adapter=options.identity_adapter,
+        )
         timer.lap("load_pipeline")
         if device.type == "cuda":
             # Every speed and path once before the server reports ready: the compilation (when
@@ -112,6 +127,7 @@ class CharacterService:
         safety = load_safety_checker(layout.safety_checker, options.safety_checker, device, dtype)
         timer.lap("load_safety_checker")
         log.info("Setup seconds: %s", timer.summary())
+        log.info("Identity adapter for faces: %s", "PuLID v1.1" if pulid is not None else "FaceID Plus v2")
         if options.appearance_scale_with_face:
             log.info("Appearance adapter beside FaceID at %.2f", options.appearance_scale_with_face)
         return cls(
@@ -120,6 +136,7 @@ class CharacterService:
             pipeline=pipeline,
             rewriter=rewriter,
             safety=safety,
+            pulid=pulid,
             options=options,
             setup_seconds=dict(timer.seconds),
             max_steps=max_steps,
@@ -147,6 +164,7 @@ class CharacterService:
             reference_image, self.faces, appearance_with_face=self.options.appearance_scale_with_face > 0
         )
         timer.lap("face_analysis")
+        face = self._face_condition(reference_image, reference, timer)
 
         # "Prompt used" is the prompt after the magic prompt and before the style template, as Ideogram
         # shows it: sent back with magic_prompt_option=Off, the logged style and the seed, it gives the
@@ -164,13 +182,8 @@ class CharacterService:
         scales = reference.adapter_scales(
             style.adapter_scales(speed), self.options.appearance_scale_with_face
         )
-        log.info(
-            "Adapters: FaceID %.2f (LoRA %.2f, structure %.2f), appearance %.2f",
-            scales.ip_adapter,
-            scales.faceid_lora,
-            scales.face_structure,
-            scales.appearance,
-        )
+        scales = scales.for_pulid() if self.pulid is not None else scales.for_faceid()
+        log.info("Adapters: %s", self._adapters_line(scales))
         settings = GenerationSettings(
             prompt=style.apply(prompt),
             negative_prompt=style.negative_prompt,
@@ -179,7 +192,7 @@ class CharacterService:
             seed=request.seed,
             **speed.schedule(self.max_steps),
             adapters=scales,
-            face=reference.face,
+            face=face,
             appearance_image=reference.appearance_image,
             init_image=plan.working_image if plan else None,
             mask_image=plan.working_mask if plan else None,
@@ -214,6 +227,29 @@ class CharacterService:
         log.info("Stage seconds: %s", timer.summary())
         log.info("Image generation took %.2f seconds", time.perf_counter() - started)
         return output
+
+    def _face_condition(
+        self, image: Image.Image, reference: CharacterReference, timer: StageTimer
+    ) -> FaceCondition | IDTokens | None:
+        """What the identity adapter reads of the reference's face: PuLID's ID tokens (its own face models,
+        timed per stage) or FaceID's embedding and crop; None without a usable face."""
+        if reference.identity is None:
+            return None
+        if self.pulid is None:
+            return reference.face
+        # The face analysis' landmarks are the fallback should antelopev2's detector miss the face.
+        return self.pulid.encode(image, reference.identity.landmarks, timer)
+
+    def _adapters_line(self, scales: AdapterScales) -> str:
+        """The identity adapter and its scales, then the appearance adapter's, for the log."""
+        if self.pulid is not None:
+            face = f"PuLID {scales.id_scale:.2f} (num_zero {scales.zero_tokens})"
+        else:
+            face = (
+                f"FaceID {scales.ip_adapter:.2f} (LoRA {scales.faceid_lora:.2f}, "
+                f"structure {scales.face_structure:.2f})"
+            )
+        return f"{face}, appearance {scales.appearance:.2f}"
 
     @staticmethod
     def _read_inputs(request: Request) -> tuple[Image.Image, InpaintPlan | None]:

@@ -39,8 +39,17 @@ def tiny_layout(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def pipeline(tiny_layout):
-    """The tiny CharacterPipeline in float32 on the CPU, shared: every request sets its own adapter scales,
-    LoRAs and scheduler (tests/test_pipeline.py checks that nothing leaks from one into the next)."""
+    """The tiny CharacterPipeline with FaceID in float32 on the CPU, shared: every request sets its own
+    adapter scales, LoRAs and scheduler (tests/test_pipeline.py checks that nothing leaks from one into the
+    next)."""
+    from model.generation.pipeline import CharacterPipeline
+
+    return CharacterPipeline.load(tiny_layout, torch.device("cpu"), torch.float32, identity_adapter="faceid")
+
+
+@pytest.fixture(scope="session")
+def pulid_pipeline(tiny_layout):
+    """The tiny CharacterPipeline with PuLID (the default identity adapter), float32 on the CPU, shared."""
     from model.generation.pipeline import CharacterPipeline
 
     return CharacterPipeline.load(tiny_layout, torch.device("cpu"), torch.float32)

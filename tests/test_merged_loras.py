@@ -36,7 +36,7 @@ FICTION = {FACEID_LORA_ADAPTER: 0.8}
 
 
 def load(layout: WeightsLayout, dtype: torch.dtype = torch.float32) -> CharacterPipeline:
-    return CharacterPipeline.load(layout, CPU, dtype)
+    return CharacterPipeline.load(layout, CPU, dtype, identity_adapter="faceid")
 
 
 class OperatorCounter(TorchDispatchMode):

@@ -178,7 +178,7 @@ def test_appearance_reaches_the_image_only_through_its_scale(pipeline):
 def test_a_request_without_face_or_appearance_is_a_callers_mistake():
     with pytest.raises(ValueError, match="face or an appearance_image"):
         dataclasses.replace(BASE, face=None, adapters=WITHOUT_FACE)
-    with pytest.raises(ValueError, match="without a face"):
+    with pytest.raises(ValueError, match="without FaceID's face"):
         dataclasses.replace(BASE, face=None, appearance_image=appearance_image(0))
     with pytest.raises(ValueError, match="appearance_image is not"):
         dataclasses.replace(BASE, adapters=scales(appearance=0.5))

@@ -99,7 +99,7 @@ def test_a_cartoon_takes_the_appearance_path_and_says_so(faces, caplog):
     )
     assert reference.appearance_image.width == reference.appearance_image.height
     assert reference.adapter_scales(STYLE_SCALES, appearance_scale_with_face=0.3) == AdapterScales(
-        ip_adapter=0.0, faceid_lora=0.0, face_structure=0.0, appearance=0.6
+        ip_adapter=0.0, faceid_lora=0.0, face_structure=0.0, id_scale=0.0, num_zero=0, appearance=0.6
     )
     assert reference.face is None
 

@@ -54,7 +54,7 @@ SIZE = 256
 
 
 def load(layout: WeightsLayout) -> CharacterPipeline:
-    return CharacterPipeline.load(layout, torch.device("cpu"), torch.float32)
+    return CharacterPipeline.load(layout, torch.device("cpu"), torch.float32, identity_adapter="faceid")
 
 
 def generate(pipeline: CharacterPipeline, identity, speed: str, seed: int = 7) -> np.ndarray:

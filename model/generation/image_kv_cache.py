@@ -15,6 +15,8 @@ import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention, IPAdapterAttnProcessor2_0
 from diffusers.models.embeddings import MultiIPAdapterImageProjection
 
+from model.identity.pulid.id_attention import PuLIDAttnProcessor
+
 
 class IPAttnProcessorWithPrecomputedKV(IPAdapterAttnProcessor2_0):
     """diffusers' IP-Adapter attention, with each adapter's image key and value computed once per call.
@@ -32,6 +34,14 @@ class IPAttnProcessorWithPrecomputedKV(IPAdapterAttnProcessor2_0):
 
     # Per adapter: (key, value), each (batch, heads, tokens, head_dim); None: compute them per step.
     key_values: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+    # PuLID's ID branch of this cross-attention (model/identity/pulid/id_attention.py), when PuLID is loaded:
+    # added to the text attention's output before the image adapters', as the reference adds it. A submodule
+    # (its weights move with the UNet), so set in __init__, not as a class attribute that would shadow it.
+    id_branch: PuLIDAttnProcessor | None
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.id_branch = None
 
     @classmethod
     def replacing(cls, processor: IPAdapterAttnProcessor2_0) -> IPAttnProcessorWithPrecomputedKV:
@@ -41,6 +51,23 @@ class IPAttnProcessorWithPrecomputedKV(IPAdapterAttnProcessor2_0):
             new = cls(processor.hidden_size, processor.cross_attention_dim, processor.num_tokens, 1.0)
         new.to_k_ip, new.to_v_ip, new.scale = processor.to_k_ip, processor.to_v_ip, list(processor.scale)
         return new
+
+    @property
+    def _id_branch_on(self) -> bool:
+        return self.id_branch is not None and self.id_branch.key_values is not None
+
+    def _precomputed_path(self, encoder_hidden_states, ip_adapter_masks) -> bool:
+        """Whether this call can use key_values; otherwise diffusers' processor runs, unchanged."""
+        if (
+            self.key_values is not None
+            and ip_adapter_masks is None
+            and isinstance(encoder_hidden_states, tuple)
+        ):
+            return True
+        # diffusers' own processor (the fallback) knows nothing of the ID branch: never drop it silently.
+        if self._id_branch_on:
+            raise ValueError("PuLID's ID branch runs only with the image keys and values precomputed")
+        return False
 
     def precompute(self, attn, ip_hidden_states: list[torch.Tensor]) -> None:
         """Set key_values from one call's image tokens, as ProjectedOncePerCall returns them: per adapter
@@ -65,11 +92,7 @@ class IPAttnProcessorWithPrecomputedKV(IPAdapterAttnProcessor2_0):
         scale: float = 1.0,
         ip_adapter_masks: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        if (
-            self.key_values is None
-            or ip_adapter_masks is not None
-            or not isinstance(encoder_hidden_states, tuple)
-        ):
+        if not self._precomputed_path(encoder_hidden_states, ip_adapter_masks):
             return super().__call__(
                 attn, hidden_states, encoder_hidden_states, attention_mask, temb, scale, ip_adapter_masks
             )
@@ -104,22 +127,9 @@ class IPAttnProcessorWithPrecomputedKV(IPAdapterAttnProcessor2_0):
         )
         hidden_states = hidden_states.transpose(1, 2).reshape(batch_size, -1, attn.heads * head_dim)
         hidden_states = hidden_states.to(query.dtype)
-
-        for (ip_key, ip_value), ip_scale in zip(self.key_values, self.scale, strict=True):
-            # diffusers skips an adapter whose scale is 0 (or whose scales are all 0).
-            if all(s == 0 for s in ip_scale) if isinstance(ip_scale, list) else ip_scale == 0:
-                continue
-            if ip_key.shape[0] != batch_size or ip_key.shape[1] != attn.heads:
-                raise ValueError(
-                    f"precomputed image keys {tuple(ip_key.shape)} do not fit batch {batch_size} with "
-                    f"{attn.heads} heads: the UNet was called with other image tokens than were precomputed"
-                )
-            ip_hidden_states = F.scaled_dot_product_attention(
-                query, ip_key, ip_value, attn_mask=None, dropout_p=0.0, is_causal=False
-            )
-            ip_hidden_states = ip_hidden_states.transpose(1, 2).reshape(batch_size, -1, attn.heads * head_dim)
-            ip_hidden_states = ip_hidden_states.to(query.dtype)
-            hidden_states = hidden_states + ip_scale * ip_hidden_states
+        if self._id_branch_on:
+            hidden_states = self.id_branch.add_id(query, hidden_states)
+        hidden_states = self._add_image_attention(attn, query, hidden_states)
 
         hidden_states = attn.to_out[0](hidden_states)
         hidden_states = attn.to_out[1](hidden_states)
@@ -128,6 +138,27 @@ class IPAttnProcessorWithPrecomputedKV(IPAdapterAttnProcessor2_0):
         if attn.residual_connection:
             hidden_states = hidden_states + residual
         return hidden_states / attn.rescale_output_factor
+
+    def _add_image_attention(self, attn, query: torch.Tensor, hidden_states: torch.Tensor) -> torch.Tensor:
+        """hidden_states [B, N, C] plus each adapter's scaled attention over its precomputed image keys and
+        values; query [B, heads, N, head_dim]."""
+        batch_size, heads, _, head_dim = query.shape
+        for (ip_key, ip_value), ip_scale in zip(self.key_values, self.scale, strict=True):
+            # diffusers skips an adapter whose scale is 0 (or whose scales are all 0).
+            if all(s == 0 for s in ip_scale) if isinstance(ip_scale, list) else ip_scale == 0:
+                continue
+            if ip_key.shape[0] != batch_size or ip_key.shape[1] != heads:
+                raise ValueError(
+                    f"precomputed image keys {tuple(ip_key.shape)} do not fit batch {batch_size} with "
+                    f"{heads} heads: the UNet was called with other image tokens than were precomputed"
+                )
+            ip_hidden_states = F.scaled_dot_product_attention(
+                query, ip_key, ip_value, attn_mask=None, dropout_p=0.0, is_causal=False
+            )
+            ip_hidden_states = ip_hidden_states.transpose(1, 2).reshape(batch_size, -1, heads * head_dim)
+            ip_hidden_states = ip_hidden_states.to(query.dtype)
+            hidden_states = hidden_states + ip_scale * ip_hidden_states
+        return hidden_states
 
 
 class ProjectedOncePerCall(MultiIPAdapterImageProjection):

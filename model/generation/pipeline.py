@@ -1,12 +1,14 @@
-"""The generation stage: SDXL with two image adapters, text-to-image and inpainting.
+"""The generation stage: SDXL with its identity adapters, text-to-image and inpainting.
 
-Owns loading one WeightsLayout into diffusers' SDXL pipeline with IP-Adapter FaceID Plus v2 (and its LoRA),
-which carries a human face, and IP-Adapter Plus, which carries a character's whole appearance when it has
-no human face; the inpaint pipeline that shares its modules; and the per-request state of both. Everything
-a request can change (scheduler, both adapters' scales, LoRA weights, the CLIP face tokens and the
-shortcut) is set on every call, so one request never leaks into the next. What a request asks is
-GenerationSettings (model/generation/settings.py); compilation and warm-up are in model/generation/warm_up.py,
-the once-per-call image keys and values in model/generation/image_kv_cache.py.
+Owns loading one WeightsLayout into diffusers' SDXL pipeline with the identity adapter for human faces that
+setup chose, PuLID v1.1 (its ID branch in every cross-attention, model/identity/pulid/) or IP-Adapter FaceID
+Plus v2 (and its LoRA), beside IP-Adapter Plus, which carries a character's whole appearance when it has no
+human face; the inpaint pipeline that shares its modules; and the per-request state of all of them.
+Everything a request can change (scheduler, the adapters' scales, LoRA weights, the CLIP face tokens and
+the shortcut, the ID tokens and their region) is set on every call, so one request never leaks into the
+next. What a request asks is GenerationSettings (model/generation/settings.py); compilation and warm-up are
+in model/generation/warm_up.py, the once-per-call image keys and values in
+model/generation/image_kv_cache.py.
 """
 
 from __future__ import annotations
@@ -19,32 +21,38 @@ from typing import Any
 import diffusers
 import numpy as np
 import torch
-from diffusers import AutoencoderKL, StableDiffusionXLInpaintPipeline, StableDiffusionXLPipeline
+from diffusers import StableDiffusionXLInpaintPipeline, StableDiffusionXLPipeline
 from diffusers.models.embeddings import IPAdapterFaceIDPlusImageProjection
 from PIL import Image
-from transformers import CLIPVisionModelWithProjection
 
 from model.generation import warm_up
 from model.generation.image_kv_cache import project_once_per_call
+from model.generation.loading import (  # noqa: F401 (attach_adapters: re-exported for the tests)
+    apply_gpu_settings,
+    attach_adapters,
+    load_sdxl,
+    pristine_device,
+)
 from model.generation.merged_loras import MergedLoras
 from model.generation.prompt_encoding import encode_prompts
-from model.generation.settings import GenerationSettings
+from model.generation.pulid_branch import attach_id_branches, load_pulid_attention, set_id_branches
+from model.generation.settings import FaceCondition, GenerationSettings, IDTokens
 from model.generation.speeds import TURBO_LORA_ADAPTER, SchedulerSpec
+from model.options import FACEID, PULID
 from model.weights.layout import (
-    APPEARANCE_ADAPTER_FILE,
-    FACEID_ADAPTER_FILE,
-    SDXL_VARIANT,
     TURBO_LORA_FILE,
     WeightsLayout,
 )
 
 log = logging.getLogger(__name__)
 
-# The two IP-Adapters, in the order load_ip_adapter attaches them (the UNet's image projection layers,
-# the attention processors' scale lists and ip_adapter_image_embeds all follow it). diffusers names the LoRA
-# that comes with IP-Adapter number i "faceid_{i}".
+# With FaceID, the two IP-Adapters in the order load_ip_adapter attaches them (the UNet's image projection
+# layers, the attention processors' scale lists and ip_adapter_image_embeds all follow it); with PuLID, the
+# appearance adapter alone, at index 0. diffusers names the LoRA that comes with IP-Adapter number i
+# "faceid_{i}".
 FACEID_ADAPTER_INDEX = 0
 APPEARANCE_ADAPTER_INDEX = 1
+PULID_APPEARANCE_ADAPTER_INDEX = 0
 FACEID_LORA_ADAPTER = f"faceid_{FACEID_ADAPTER_INDEX}"
 
 StepCallback = Callable[[int, int], None]
@@ -56,7 +64,8 @@ PRISTINE_ON_GPU_MIN_GIB = 40.0
 
 
 class CharacterPipeline:
-    """SDXL + FaceID Plus v2 loaded once; generate() runs one request on it."""
+    """SDXL + an identity adapter (PuLID v1.1 or FaceID Plus v2) + IP-Adapter Plus, loaded once;
+    generate() runs one request on it."""
 
     # True once compile() has run.
     compiled = False
@@ -66,33 +75,54 @@ class CharacterPipeline:
         text_to_image: StableDiffusionXLPipeline,
         inpaint: StableDiffusionXLInpaintPipeline,
         device: torch.device,
+        pulid_attention: dict[str, torch.Tensor] | None = None,
     ) -> None:
+        """pulid_attention: PuLID's `{index}.id_to_{k,v}.weight` tensors (split_checkpoint's second part)
+        when PuLID is the identity adapter, in which case FaceID is not attached."""
         self.text_to_image = text_to_image
         self.inpaint = inpaint
         self.device = device
+        self.identity_adapter = FACEID if pulid_attention is None else PULID
+        self.appearance_index = (
+            APPEARANCE_ADAPTER_INDEX if self.identity_adapter == FACEID else PULID_APPEARANCE_ADAPTER_INDEX
+        )
         # The UNet's LoRAs, merged into its weights per request; taken from the peft adapters that
         # from_sdxl attached (which also unloads those), or empty for a UNet without LoRAs.
-        self.loras = MergedLoras.take_from(text_to_image.unet, _pristine_device(device))
+        pristine = pristine_device(device, PRISTINE_ON_GPU_MIN_GIB)
+        self.loras = MergedLoras.take_from(text_to_image.unet, pristine)
         project_once_per_call(text_to_image.unet)
+        # The cross-attentions that carry PuLID's ID branch (empty with FaceID).
+        self.id_attentions = (
+            attach_id_branches(text_to_image.unet, pulid_attention) if pulid_attention is not None else ()
+        )
         # Kept from the folder's scheduler: each request gets a fresh scheduler built from it.
         self._scheduler_class = type(text_to_image.scheduler)
         self._scheduler_config = text_to_image.scheduler.config
 
     @classmethod
     def load(
-        cls, layout: WeightsLayout, device: torch.device, dtype: torch.dtype, compile: bool = False
+        cls,
+        layout: WeightsLayout,
+        device: torch.device,
+        dtype: torch.dtype,
+        compile: bool = False,
+        identity_adapter: str = PULID,
     ) -> CharacterPipeline:
-        """Load the folder's weights; on CUDA apply the GPU settings, and compile when asked
-        (CHARACTER_TORCH_COMPILE=1; the caller then runs warm_up() before serving: CharacterService.load
-        does). `compile` is ignored on the CPU."""
+        """Load the folder's weights with the identity adapter for faces ("pulid" or "faceid"); on CUDA
+        apply the GPU settings, and compile when asked (CHARACTER_TORCH_COMPILE=1; the caller then runs
+        warm_up() before serving: CharacterService.load does). `compile` is ignored on the CPU."""
+        if identity_adapter not in (PULID, FACEID):
+            raise ValueError(f"identity_adapter must be {PULID!r} or {FACEID!r}, got {identity_adapter!r}")
         text_to_image = load_sdxl(layout, device, dtype)
+        pulid = identity_adapter == PULID
         character = cls.from_sdxl(
             text_to_image,
-            layout.faceid_adapter,
+            None if pulid else layout.faceid_adapter,
             layout.appearance_adapter,
             device,
             dtype,
             turbo_lora=layout.turbo_lora_file,
+            pulid_attention=load_pulid_attention(layout.pulid_adapter) if pulid else None,
         )
         if device.type == "cuda":
             # After the adapters are attached, so that their layers get the same treatment.
@@ -118,29 +148,36 @@ class CharacterPipeline:
     def from_sdxl(
         cls,
         text_to_image: StableDiffusionXLPipeline,
-        faceid_checkpoint: Path | dict[str, dict[str, torch.Tensor]],
+        faceid_checkpoint: Path | dict[str, dict[str, torch.Tensor]] | None,
         appearance_checkpoint: Path | dict[str, dict[str, torch.Tensor]],
         device: torch.device,
         dtype: torch.dtype,
         turbo_lora: Path | dict[str, torch.Tensor] | None = None,
+        pulid_attention: dict[str, torch.Tensor] | None = None,
     ) -> CharacterPipeline:
-        """Attach FaceID Plus v2 and IP-Adapter Plus (each its file, or its state dict) to an SDXL pipeline
-        that has an image encoder, and the Turbo speed's distilled LoRA (its file or state dict) when given.
+        """Attach the identity adapter, FaceID Plus v2 (faceid_checkpoint: its file or state dict) or
+        PuLID (pulid_attention: its ID attention tensors), exactly one of them, and IP-Adapter Plus to an
+        SDXL pipeline that has an image encoder, and the Turbo speed's distilled LoRA (its file or state
+        dict) when given.
 
         Separate from load() so that the real-size wiring test attaches real-shape checkpoints to
         empty real-size modules through this same code.
         """
+        if (faceid_checkpoint is None) == (pulid_attention is None):
+            raise ValueError("attach exactly one identity adapter: a FaceID checkpoint or PuLID's attention")
         attach_adapters(text_to_image, faceid_checkpoint, appearance_checkpoint, turbo_lora)
         # from_pipe casts the shared modules to its dtype argument (float32 by default), so pass ours.
         inpaint = StableDiffusionXLInpaintPipeline.from_pipe(text_to_image, dtype=dtype)
         for pipe in (text_to_image, inpaint):
             # Progress goes to on_step (the server's metrics and log lines), not to tqdm bars on stderr.
             pipe.set_progress_bar_config(disable=True)
-        # The constructor takes both LoRAs (peft adapters until then) into MergedLoras.
-        return cls(text_to_image, inpaint, device)
+        # The constructor takes the LoRAs (peft adapters until then) into MergedLoras.
+        return cls(text_to_image, inpaint, device, pulid_attention=pulid_attention)
 
     @property
     def faceid_projection(self) -> IPAdapterFaceIDPlusImageProjection:
+        if self.identity_adapter != FACEID:
+            raise ValueError("FaceID is not loaded: this pipeline's identity adapter is PuLID")
         return self.text_to_image.unet.encoder_hid_proj.image_projection_layers[FACEID_ADAPTER_INDEX]
 
     def generate(self, settings: GenerationSettings, on_step: StepCallback | None = None) -> Image.Image:
@@ -160,8 +197,7 @@ class CharacterPipeline:
 
         Everything but the denoising loop: the real-size wiring test runs this on empty weights.
         """
-        face = settings.face
-        has_face = face is not None
+        self._check_face(settings)
         pipe = self.inpaint if settings.inpainting else self.text_to_image
         unet = pipe.unet
         # The same condition as the pipelines' own do_classifier_free_guidance.
@@ -169,34 +205,16 @@ class CharacterPipeline:
 
         pipe.scheduler = self._scheduler(settings.scheduler)
         # One scale per adapter; diffusers' attention skips an adapter whose scale is 0.
-        scales = [0.0, 0.0]
-        scales[FACEID_ADAPTER_INDEX] = settings.adapters.ip_adapter
-        scales[APPEARANCE_ADAPTER_INDEX] = settings.adapters.appearance
+        scales = [0.0] * len(unet.encoder_hid_proj.image_projection_layers)
+        scales[self.appearance_index] = settings.adapters.appearance
+        if self.identity_adapter == FACEID:
+            scales[FACEID_ADAPTER_INDEX] = settings.adapters.ip_adapter
         pipe.set_ip_adapter_scale(scales)
         self._set_loras(settings)
         # The image tokens are projected once per pipeline call (model/generation/image_kv_cache.py).
         unet.encoder_hid_proj.forget()
-        # Every adapter's projection runs on every step, so each gets tokens; an unused one gets zeros
-        # (its attention is skipped at scale 0) instead of an image encoder pass.
-        face_tokens = self._clip_tokens(pipe, face.face_crop, guided) if has_face else None
-        appearance_tokens = (
-            self._clip_tokens(pipe, settings.appearance_image, guided)
-            if settings.appearance_image is not None
-            else None
-        )
-        some_tokens = face_tokens if face_tokens is not None else appearance_tokens
-        projection = self.faceid_projection
-        projection.clip_embeds = (face_tokens if has_face else torch.zeros_like(some_tokens)).to(unet.dtype)
-        # FaceID Plus v2 adds the CLIP structure branch onto the ID tokens ("shortcut"); v1 replaced them.
-        projection.shortcut = True
-        projection.shortcut_scale = settings.adapters.face_structure
-        image_embeds: list[torch.Tensor] = [None, None]
-        image_embeds[FACEID_ADAPTER_INDEX] = self._id_embeds(
-            face.embedding if has_face else None, unet.dtype, guided
-        )
-        image_embeds[APPEARANCE_ADAPTER_INDEX] = (
-            appearance_tokens if appearance_tokens is not None else torch.zeros_like(some_tokens)
-        ).to(unet.dtype)
+        image_embeds = self._image_embeds(pipe, settings, guided)
+        self._set_id_branches(settings, guided)
 
         callback = None
         if on_step is not None:
@@ -242,12 +260,57 @@ class CharacterPipeline:
         """
         if settings.turbo_lora_scale and not self.has_turbo_lora:
             raise ValueError(f"the turbo LoRA is not loaded (expected {TURBO_LORA_FILE})")
-        self.loras.use(
-            {
-                FACEID_LORA_ADAPTER: settings.adapters.faceid_lora,
-                TURBO_LORA_ADAPTER: settings.turbo_lora_scale,
-            }
-        )
+        weights = {TURBO_LORA_ADAPTER: settings.turbo_lora_scale}
+        if self.identity_adapter == FACEID:
+            weights[FACEID_LORA_ADAPTER] = settings.adapters.faceid_lora
+        self.loras.use(weights)
+
+    def _check_face(self, settings: GenerationSettings) -> None:
+        """A face for the adapter that is loaded: a caller's mistake otherwise, not a user's."""
+        face = settings.face
+        if isinstance(face, FaceCondition) and self.identity_adapter != FACEID:
+            raise ValueError("a FaceID face was given, but this pipeline's identity adapter is PuLID")
+        if isinstance(face, IDTokens) and self.identity_adapter != PULID:
+            raise ValueError("PuLID ID tokens were given, but this pipeline's identity adapter is FaceID")
+
+    def _image_embeds(self, pipe, settings: GenerationSettings, guided: bool) -> list[torch.Tensor]:
+        """ip_adapter_image_embeds, one entry per attached IP-Adapter; sets FaceID's CLIP face tokens.
+
+        Every adapter's projection runs (once per call), so each gets tokens; an unused one gets zeros
+        (its attention is skipped at scale 0) instead of an image encoder pass.
+        """
+        dtype = pipe.unet.dtype
+        face = settings.face if isinstance(settings.face, FaceCondition) else None
+        embeds: list[torch.Tensor] = [None] * len(pipe.unet.encoder_hid_proj.image_projection_layers)
+        embeds[self.appearance_index] = (
+            self._clip_tokens(pipe, settings.appearance_image, guided)
+            if settings.appearance_image is not None
+            else self._zero_clip_tokens(pipe, guided)
+        ).to(dtype)
+        if self.identity_adapter == FACEID:
+            projection = self.faceid_projection
+            projection.clip_embeds = (
+                self._clip_tokens(pipe, face.face_crop, guided)
+                if face is not None
+                else self._zero_clip_tokens(pipe, guided)
+            ).to(dtype)
+            # FaceID Plus v2 adds the CLIP structure branch onto the ID tokens ("shortcut"); v1 replaced them.
+            projection.shortcut = True
+            projection.shortcut_scale = settings.adapters.face_structure
+            embeds[FACEID_ADAPTER_INDEX] = self._id_embeds(
+                face.embedding if face is not None else None, dtype, guided
+            )
+        return embeds
+
+    def _set_id_branches(self, settings: GenerationSettings, guided: bool) -> None:
+        set_id_branches(self.text_to_image.unet, self.id_attentions, settings, guided, self.device)
+
+    @property
+    def id_token_width(self) -> int | None:
+        """The width of the ID tokens PuLID's attention takes (2048 in v1.1); None with FaceID."""
+        if not self.id_attentions:
+            return None
+        return self.id_attentions[0].processor.id_branch.id_to_k.in_features
 
     def _id_embeds(
         self, identity_embedding: np.ndarray | None, dtype: torch.dtype, guided: bool
@@ -268,6 +331,13 @@ class CharacterPipeline:
             embeds = torch.cat([torch.zeros_like(embeds), embeds])
         return embeds.to(device=self.device, dtype=dtype)
 
+    def _zero_clip_tokens(self, pipe, guided: bool) -> torch.Tensor:
+        """Zeros shaped as the image encoder's hidden states, (batch, 1, tokens, width), for an unused
+        adapter."""
+        config = pipe.image_encoder.config
+        tokens = (config.image_size // config.patch_size) ** 2 + 1
+        return torch.zeros(2 if guided else 1, 1, tokens, config.hidden_size, device=self.device)
+
     def _clip_tokens(self, pipe, image: Image.Image, guided: bool) -> torch.Tensor:
         """The image encoder's penultimate hidden states of an image, (batch, 1, 257, width).
 
@@ -280,91 +350,6 @@ class CharacterPipeline:
         return tokens[:, None]
 
 
-def load_sdxl(
-    layout: WeightsLayout, device: torch.device, dtype: torch.dtype, image_encoder: bool = True
-) -> StableDiffusionXLPipeline:
-    """The folder's SDXL pipeline with its fp16-fix VAE, and the adapters' CLIP image encoder unless
-    image_encoder=False (plain SDXL: the benchmark's baseline loads it through here too)."""
-    encoder = {}
-    if image_encoder:
-        encoder["image_encoder"] = CLIPVisionModelWithProjection.from_pretrained(
-            layout.image_encoder, dtype=dtype
-        )
-    return StableDiffusionXLPipeline.from_pretrained(
-        layout.sdxl,
-        vae=AutoencoderKL.from_pretrained(layout.vae, dtype=dtype),
-        **encoder,
-        variant=SDXL_VARIANT,
-        dtype=dtype,
-        # The output must not depend on whether the optional invisible-watermark package is installed.
-        add_watermarker=False,
-    ).to(device)
-
-
 def build_scheduler(spec: SchedulerSpec, config):
     """A new scheduler of the speed's solver (SchedulerSpec) on a folder's noise-schedule config."""
     return getattr(diffusers, spec.class_name).from_config(config, **spec.options)
-
-
-def _pristine_device(device: torch.device) -> torch.device:
-    """Where the pristine copy of the LoRA-adapted weights lives (see PRISTINE_ON_GPU_MIN_GIB)."""
-    if device.type != "cuda":
-        return device
-    total_gib = torch.cuda.get_device_properties(device).total_memory / 2**30  # GPU only
-    return device if total_gib >= PRISTINE_ON_GPU_MIN_GIB else torch.device("cpu")
-
-
-def attach_adapters(
-    text_to_image: StableDiffusionXLPipeline,
-    faceid_checkpoint: Path | dict[str, dict[str, torch.Tensor]],
-    appearance_checkpoint: Path | dict[str, dict[str, torch.Tensor]],
-    turbo_lora: Path | dict[str, torch.Tensor] | None = None,
-) -> None:
-    """Load both IP-Adapters into the pipeline with diffusers' loaders, and the LoRAs into its UNet as peft
-    adapters (FACEID_LORA_ADAPTER, TURBO_LORA_ADAPTER), unmerged: the state CharacterPipeline starts from,
-    and the unmerged reference that tests compare the merged weights with."""
-    sources, weight_names = [], []
-    for checkpoint, file_name in (
-        (faceid_checkpoint, FACEID_ADAPTER_FILE),
-        (appearance_checkpoint, APPEARANCE_ADAPTER_FILE),
-    ):
-        # A .bin goes through diffusers' load_state_dict, which uses torch.load(weights_only=True).
-        is_file = isinstance(checkpoint, Path)
-        sources.append(str(checkpoint.parent) if is_file else checkpoint)
-        weight_names.append(checkpoint.name if is_file else file_name)
-    # Both adapters in one call: a second call would replace the first. The image encoder is already
-    # registered, so image_encoder_folder=None loads nothing more. This also loads FaceID's LoRA into
-    # the UNet, as the peft adapter FACEID_LORA_ADAPTER.
-    text_to_image.load_ip_adapter(
-        sources, subfolder=["", ""], weight_name=weight_names, image_encoder_folder=None
-    )
-    if turbo_lora is not None:
-        # lora_state_dict converts the kohya key names; loading into the UNet alone (the file has no
-        # text-encoder part) spares a warning per text encoder.
-        if isinstance(turbo_lora, Path):
-            state_dict, alphas = text_to_image.lora_state_dict(
-                str(turbo_lora.parent), weight_name=turbo_lora.name
-            )
-        else:
-            state_dict, alphas = text_to_image.lora_state_dict(turbo_lora)
-        # low_cpu_mem_usage assigns the tensors instead of copying them into fresh ones: one copy
-        # in memory, and it works on the meta device (as load_ip_adapter does for the FaceID LoRA).
-        text_to_image.load_lora_into_unet(
-            state_dict,
-            alphas,
-            text_to_image.unet,
-            adapter_name=TURBO_LORA_ADAPTER,
-            _pipeline=text_to_image,
-            low_cpu_mem_usage=True,
-        )
-
-
-def apply_gpu_settings(pipe: StableDiffusionXLPipeline) -> None:
-    """CUDA-only inference settings: channels-last convolutions (compilation: CharacterPipeline.compile).
-
-    The weights are already fp16 (serving_device) with the fp16-fix VAE, and diffusers' default
-    attention processors on torch 2 use scaled_dot_product_attention (flash / memory-efficient kernels).
-    No CPU offload: the production components fit a 24 GB GPU (docs/PERFORMANCE.md).
-    """
-    pipe.unet.to(memory_format=torch.channels_last)
-    pipe.vae.to(memory_format=torch.channels_last)

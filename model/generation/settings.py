@@ -154,7 +154,8 @@ class GenerationSettings:
             raise ValueError(f"strength must be in (0, 1], got {self.strength}")
         if self.adapters.appearance and self.appearance_image is None:
             raise ValueError("adapters.appearance is set but appearance_image is not")
-        if not isinstance(self.face, FaceCondition) and (self.adapters.ip_adapter or self.adapters.faceid_lora):
+        faceid_on = self.adapters.ip_adapter or self.adapters.faceid_lora
+        if not isinstance(self.face, FaceCondition) and faceid_on:
             raise ValueError("without FaceID's face, the ip_adapter and faceid_lora scales must be 0")
         if self.face is None and self.appearance_image is None:
             raise ValueError("a request needs a face or an appearance_image")

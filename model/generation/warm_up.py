@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from model.generation.settings import AdapterScales, FaceCondition, GenerationSettings
+from model.generation.settings import AdapterScales, FaceCondition, GenerationSettings, IDTokens
 from model.generation.speeds import SPEEDS
 
 if TYPE_CHECKING:  # pipeline.py imports this module
@@ -36,6 +36,8 @@ RECOMPILE_LIMIT = 64
 WARM_UP_SIZES = ((1024, 1024), (1152, 896))
 WARM_UP_PROMPTS = ("a portrait photo of a character", " ".join(["a detailed photo of a character"] * 20))
 WARM_UP_SCALE_FACTORS = (1.0, 0.5)
+# PuLID v1.1's IDFormer gives 32 ID tokens.
+PULID_ID_TOKENS = 32
 # Denoising steps per warm-up run: every step calls the same graphs.
 WARM_UP_STEPS = 2
 
@@ -51,17 +53,31 @@ class WarmUp:
     graphs: int
 
 
-def warm_up_requests(
-    sizes: tuple[tuple[int, int], ...], steps: int, appearance_with_face: float
-) -> list[GenerationSettings]:
-    """The warm-up's requests: per round (a size, a prompt, a scale factor), every speed x path (face,
-    appearance, face with appearance when configured) x text-to-image and inpainting, at the speed's
-    schedule cut to `steps` steps."""
+def stand_in_face(id_token_width: int | None) -> FaceCondition | IDTokens:
+    """A face of random numbers for the identity adapter that is loaded: PuLID's ID tokens
+    [1, PULID_ID_TOKENS, id_token_width] when id_token_width is given, else FaceID's embedding and crop."""
     rng = np.random.default_rng(0)
+    if id_token_width is not None:
+        tokens = torch.from_numpy(rng.standard_normal((1, PULID_ID_TOKENS, id_token_width), np.float32))
+        return IDTokens(tokens=tokens, null=torch.zeros_like(tokens))
     embedding = rng.standard_normal(512).astype(np.float32)
     embedding /= np.linalg.norm(embedding)
     image = Image.fromarray(rng.integers(0, 256, (224, 224, 3), dtype=np.uint8), "RGB")
-    face = FaceCondition(embedding=embedding, face_crop=image)
+    return FaceCondition(embedding=embedding, face_crop=image)
+
+
+def warm_up_requests(
+    sizes: tuple[tuple[int, int], ...],
+    steps: int,
+    appearance_with_face: float,
+    id_token_width: int | None = None,
+) -> list[GenerationSettings]:
+    """The warm-up's requests: per round (a size, a prompt, a scale factor), every speed x path (face,
+    appearance, face with appearance when configured) x text-to-image and inpainting, at the speed's
+    schedule cut to `steps` steps; the face is PuLID's when id_token_width is given (its ID tokens'
+    width), else FaceID's."""
+    face = stand_in_face(id_token_width)
+    image = Image.fromarray(np.random.default_rng(1).integers(0, 256, (224, 224, 3), dtype=np.uint8), "RGB")
     # (face, appearance image, appearance scale or None for the speed's) per path.
     paths = [(face, None, None), (None, image, None)]
     if appearance_with_face:
@@ -73,9 +89,15 @@ def warm_up_requests(
         mask.paste(255, (width // 4, height // 4, 3 * width // 4, 3 * height // 4))
         for speed in SPEEDS.values():
             for path_face, appearance, appearance_scale in paths:
-                scales = speed.adapters.times(AdapterScales(factor, factor, factor, factor))
+                # Every scale but num_zero, whose change would change the ID attention's shapes.
+                factors = {field.name: factor for field in dataclasses.fields(AdapterScales)}
+                scales = speed.adapters.times(AdapterScales(**factors | {"num_zero": 1.0}))
                 if path_face is None:
                     scales = scales.without_face()
+                elif isinstance(path_face, IDTokens):
+                    scales = scales.for_pulid()
+                else:
+                    scales = scales.for_faceid()
                 base = speed.adapters.appearance
                 scales = scales.with_appearance(
                     0.0 if appearance is None else factor * (appearance_scale or base)
@@ -133,7 +155,7 @@ def warm_up(
     graphs_before = counters["stats"]["unique_graphs"]
     started = time.perf_counter()
     runs = 0
-    for settings in warm_up_requests(sizes, steps, appearance_with_face):
+    for settings in warm_up_requests(sizes, steps, appearance_with_face, pipeline.id_token_width):
         pipeline.generate(settings)
         runs += 1
     result = WarmUp(

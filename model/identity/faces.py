@@ -16,6 +16,7 @@ import numpy as np
 import onnxruntime
 from google.protobuf.message import DecodeError
 from insightface.app import FaceAnalysis
+from insightface.app.common import Face
 from insightface.utils import face_align
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 from PIL import Image
@@ -46,6 +47,8 @@ class Identity:
     face_crop: Image.Image  # 224 x 224 RGB, aligned like ArcFace's crop, for the CLIP image encoder
     faces_found: int
     face_box: tuple[float, float, float, float]  # x1, y1, x2, y2 in the reference image's pixels
+    # The detector's five landmarks (eyes, nose, mouth corners), [5, 2] in the reference image's pixels.
+    landmarks: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -94,9 +97,16 @@ class FaceAnalyzer:
 
     cosine_similarity = staticmethod(cosine_similarity)
 
-    def __init__(self, model_dir: Path):
+    def __init__(
+        self,
+        model_dir: Path,
+        detector_file: str = FACE_DETECTOR_FILE,
+        recognizer_file: str = FACE_RECOGNIZER_FILE,
+    ):
+        """Load a folder's SCRFD detector and ArcFace recognizer: buffalo_l's by default, antelopev2's for
+        PuLID (model/identity/pulid/extraction.py)."""
         model_dir = Path(model_dir)
-        for file_name in (FACE_DETECTOR_FILE, FACE_RECOGNIZER_FILE):
+        for file_name in (detector_file, recognizer_file):
             if not (model_dir / file_name).is_file():
                 raise WeightsError(
                     f"Face model {model_dir / file_name} is missing: run scripts/download_weights.py "
@@ -111,7 +121,7 @@ class FaceAnalyzer:
         except AssertionError as error:
             # FaceAnalysis asserts that some file was routed to detection (by its outputs, as SCRFD).
             raise WeightsError(
-                f"{model_dir / FACE_DETECTOR_FILE} is not an insightface detection model (SCRFD)"
+                f"{model_dir / detector_file} is not an insightface detection model (SCRFD)"
             ) from error
         except _CORRUPT_MODEL_ERRORS as error:
             raise WeightsError(
@@ -119,7 +129,7 @@ class FaceAnalyzer:
                 "delete it and run scripts/download_weights.py"
             ) from error
         # FaceAnalysis routes files by their signatures, not their names; make sure both roles were filled.
-        for task, file_name in (("detection", FACE_DETECTOR_FILE), ("recognition", FACE_RECOGNIZER_FILE)):
+        for task, file_name in (("detection", detector_file), ("recognition", recognizer_file)):
             if task not in app.models:
                 raise WeightsError(f"{model_dir / file_name} is not an insightface {task} model")
         app.prepare(ctx_id=ctx_id, det_thresh=DETECTION_THRESHOLD, det_size=DETECTION_SIZE)
@@ -151,7 +161,20 @@ class FaceAnalyzer:
             face_crop=Image.fromarray(np.ascontiguousarray(crop_bgr[:, :, ::-1])),
             faces_found=len(faces),
             face_box=tuple(float(value) for value in face.bbox[:4]),
+            landmarks=np.asarray(face.kps, dtype=np.float32),
         )
+
+    def largest_face(self, image: Image.Image) -> Face | None:
+        """insightface's Face of the largest detected face (bbox, kps, raw `embedding`), or None."""
+        faces = self._app.get(_bgr(image))
+        return max(faces, key=_box_area) if faces else None
+
+    def face_at(self, image: Image.Image, landmarks: np.ndarray) -> Face:
+        """A Face at given five landmarks, embedded by this folder's recognizer (ArcFace's own 112-px
+        alignment on them): for when another detector found the face."""
+        face = Face(kps=np.asarray(landmarks, dtype=np.float32))
+        self._app.models["recognition"].get(_bgr(image), face)
+        return face
 
     def analyze(self, image: Image.Image, input_name: str = "character_reference_image") -> Identity:
         """The identity of the largest face; InputError naming `input_name` when there is no usable face."""

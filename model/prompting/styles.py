@@ -9,10 +9,10 @@ logs the choice.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
-import dataclasses
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources

@@ -67,7 +67,10 @@ def write_pulid(root: Path) -> list[Path]:
     save_file(adapter, layout.pulid_adapter)
     eva = _seeded(tower, "visual.", torch.float16)
     # The real checkpoint holds the text tower too, which PuLID never reads.
-    eva |= {"text.positional_embedding": torch.zeros(77, 64, dtype=torch.float16), "logit_scale": torch.ones(())}
+    eva |= {
+        "text.positional_embedding": torch.zeros(77, 64, dtype=torch.float16),
+        "logit_scale": torch.ones(()),
+    }
     torch.save(eva, layout.eva_clip)
     torch.save(_seeded(parser, "", torch.float16), layout.face_parsing)
 

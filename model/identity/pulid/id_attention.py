@@ -123,7 +123,7 @@ class PuLIDAttnProcessor(nn.Module):
         hidden_states = hidden_states.to(query.dtype)
 
         if self.key_values is not None:
-            hidden_states = self._add_id(query, hidden_states)
+            hidden_states = self.add_id(query, hidden_states)
 
         hidden_states = attn.to_out[0](hidden_states)
         hidden_states = attn.to_out[1](hidden_states)
@@ -133,7 +133,7 @@ class PuLIDAttnProcessor(nn.Module):
             hidden_states = hidden_states + residual
         return hidden_states / attn.rescale_output_factor
 
-    def _add_id(self, query: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    def add_id(self, query: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         """text [B, N, hidden] plus the ORTHO_v2 ID branch; query [B, heads, N, d]."""
         id_key, id_value = (t.to(query.dtype) for t in self.key_values)
         batch_size, heads, _, head_dim = query.shape
