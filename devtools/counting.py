@@ -45,7 +45,7 @@ from model.generation.settings import FaceCondition, GenerationSettings
 from model.generation.speeds import Speed
 from model.identity.pulid import BiSeNet, EVAVisionTower, IDFormer, id_attention_layers
 from model.identity.pulid.id_attention import ID_TOKEN_WIDTH
-from model.weights.layout import APPEARANCE_ADAPTER_FILE, FACEID_ADAPTER_FILE, TURBO_LORA_FILE
+from model.weights.layout import APPEARANCE_ADAPTER_FILE, FACEID_ADAPTER_FILE, TURBO_LORA_FILE, WeightsLayout
 from model.weights.manifest import production_manifest
 
 SDXL_SPECS = Path(__file__).resolve().parent.parent / "specs" / "sdxl-architecture"
@@ -235,6 +235,19 @@ def _parameters(module: torch.nn.Module) -> int:
     return sum(parameter.numel() for parameter in module.parameters())
 
 
+def _onnx_bytes(folder: Path) -> int:
+    """The bytes of the ONNX files the manifest lists in `folder` (relative to the weights folder); their
+    graphs are small next to the fp32 weights, so bytes / 4 is about the parameter count."""
+    sizes = [
+        f.size
+        for f in production_manifest().files
+        if Path(f.path).parent == folder and f.path.endswith(".onnx")
+    ]
+    if not sizes or None in sizes:
+        raise ValueError(f"the production manifest states no size for some ONNX file of {folder}")
+    return sum(sizes)
+
+
 def memory_budget(dtype: torch.dtype = SERVING_DTYPE) -> list[ComponentMemory]:
     """Parameter bytes of every production component at its serving dtype (GPU-resident unless noted)."""
     size = torch.finfo(dtype).bits // 8
@@ -259,7 +272,10 @@ def memory_budget(dtype: torch.dtype = SERVING_DTYPE) -> list[ComponentMemory]:
         )
         eva_parameters = _parameters(EVAVisionTower())
         parsing_parameters = _parameters(BiSeNet())
-    onnx_bytes = sum(f.size or 0 for f in production_manifest().files if f.path.endswith(".onnx"))
+    # The manifest's paths are relative to the weights folder: so is a layout rooted at ".".
+    relative = WeightsLayout(Path())
+    buffalo_l_bytes = _onnx_bytes(relative.face_analysis)  # FaceID Plus v2's face models
+    antelopev2_bytes = _onnx_bytes(relative.pulid_face_analysis)  # PuLID's
     (llm_bytes,) = [f.size for f in production_manifest().files if f.path == PROMPT_LLM_FILE]
     (safety_bytes,) = [f.size for f in production_manifest().files if f.path == SAFETY_CHECKER_FILE]
     rows = [
@@ -280,7 +296,15 @@ def memory_budget(dtype: torch.dtype = SERVING_DTYPE) -> list[ComponentMemory]:
         ComponentMemory("PuLID v1.1 (IDFormer + 140 ID attention weights)", pulid_parameters, size, ""),
         ComponentMemory("EVA02-CLIP-L-14-336 visual tower (PuLID)", eva_parameters, size, ""),
         ComponentMemory("BiSeNet face parsing (PuLID)", parsing_parameters, 4, "fp32"),
-        ComponentMemory("insightface buffalo_l (ONNX)", onnx_bytes // 4, 4, "fp32, onnxruntime"),
+        ComponentMemory(
+            "insightface buffalo_l (ONNX)", buffalo_l_bytes // 4, 4, "fp32, onnxruntime, from its file sizes"
+        ),
+        ComponentMemory(
+            "insightface antelopev2 (ONNX, PuLID)",
+            antelopev2_bytes // 4,
+            4,
+            "fp32, onnxruntime, from its file sizes",
+        ),
         ComponentMemory("magic prompt LLM (Qwen2.5-1.5B)", llm_bytes // 2, 2, "bf16, from its file size"),
         ComponentMemory("safety checker (CLIP ViT-L/14)", safety_bytes // 2, 2, "fp16, from its file size"),
     ]

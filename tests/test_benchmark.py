@@ -22,7 +22,13 @@ from devtools.counting import (
 )
 from devtools.profiles.checkpoint_layouts import LIGHTNING_LORA_RANK, lightning_lora_shapes
 from model.generation.speeds import SPEEDS, TURBO_LORA_ADAPTER
-from model.weights.layout import TURBO_LORA_FILE
+from model.weights.layout import (
+    PULID_ADAPTER_FILE,
+    PULID_FACE_DETECTOR_FILE,
+    PULID_FACE_RECOGNIZER_FILE,
+    TURBO_LORA_FILE,
+    WeightsLayout,
+)
 from model.weights.manifest import production_manifest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -203,7 +209,9 @@ def smoke_run(tmp_path_factory):
             ]
         )
     report = json.loads((folder / "r.json").read_text())
-    return SimpleNamespace(lines=lines, printed=printed.getvalue(), report=report, loaded=loaded)
+    return SimpleNamespace(
+        lines=lines, printed=printed.getvalue(), report=report, loaded=loaded, weights=folder / "w"
+    )
 
 
 @pytest.mark.slow
@@ -257,6 +265,39 @@ def test_random_profile_smoke_runs_max_steps_and_reports_the_services_setup_spli
     assert {"load_faces", "load_pipeline", "load_prompt_model"} <= set(split)
     setup_line = next(line for line in smoke_run.lines if line.startswith("Setup (CharacterService.load"))
     assert all(stage in setup_line for stage in split)
+
+
+@pytest.mark.slow
+def test_random_profile_holds_pulids_files_in_the_production_layout(smoke_run):
+    from model.weights.manifest import load_manifest
+
+    layout = WeightsLayout(smoke_run.weights)
+    listed = {entry.path for entry in load_manifest(layout.manifest).files}
+    pulid = [layout.pulid_adapter, layout.eva_clip, layout.face_parsing]
+    pulid += [
+        layout.pulid_face_analysis / name for name in (PULID_FACE_DETECTOR_FILE, PULID_FACE_RECOGNIZER_FILE)
+    ]
+    assert {path.relative_to(layout.root).as_posix() for path in pulid} <= listed
+
+
+def test_the_real_size_pulid_adapter_has_the_published_files_tensors():
+    """The random profile's pulid_v1.1.safetensors at real size, on meta: 312 fp16 tensors, the IDFormer's
+    172 and [hidden, 2048] id_to_k/id_to_v for the real UNet's 70 cross-attentions, whose bytes fill the
+    published file up to its JSON header (~110 bytes a tensor)."""
+    from devtools.profiles.random import real_pulid_adapter
+
+    state = real_pulid_adapter(real_size_modules()["unet"], META)
+    assert len(state) == 312 and {tensor.dtype for tensor in state.values()} == {torch.float16}
+    assert sum(key.startswith("id_adapter.") for key in state) == 172
+    attention = {key: tuple(t.shape) for key, t in state.items() if key.startswith("id_adapter_attn_layers.")}
+    assert len(attention) == 140
+    assert {shape[1] for shape in attention.values()} == {2048}
+    assert {shape[0] for shape in attention.values()} == {640, 1280}  # SDXL has no attention at 320
+    indices = {int(key.split(".")[1]) for key in attention}
+    assert indices == set(range(1, 140, 2))
+    (published,) = [f for f in production_manifest().files if f.path.endswith(PULID_ADAPTER_FILE)]
+    header = published.size - sum(2 * t.numel() for t in state.values())
+    assert 50 * len(state) < header < 200 * len(state), header
 
 
 def test_plan_steps_follow_max_steps():

@@ -91,7 +91,8 @@ def test_predictor_file_inputs_are_cog_paths():
 
 
 def test_the_faceid_checkpoint_is_unpickled_with_weights_only(tiny_weights, monkeypatch):
-    # The one pickle file production loads goes through diffusers' load_state_dict: spy on torch.load.
+    # The FaceID checkpoint, a pickle, goes through diffusers' load_state_dict: spy on torch.load. (PuLID's
+    # two pickles are opened by our own torch.load calls, which the static test above checks.)
     from diffusers.models.model_loading_utils import load_state_dict
 
     from model.weights.layout import WeightsLayout

@@ -260,5 +260,7 @@ def test_pulid_is_in_the_memory_budget_and_the_whole_production_set_fits_24_gb()
     pulid = rows["PuLID v1.1 (IDFormer + 140 ID attention weights)"]
     assert pulid.parameters == 492_185_600 and pulid.bytes == 984_371_200
     assert rows["EVA02-CLIP-L-14-336 visual tower (PuLID)"].parameters == 304_432_832
+    # antelopev2 from its file sizes: glintr100 (an IResNet-100, ~65.2 M fp32 parameters) and SCRFD-10G.
+    assert 65_000_000 < rows["insightface antelopev2 (ONNX, PuLID)"].parameters < 75_000_000
     fits, left = fits_gpu(list(rows.values()))
     assert fits and left > 0

@@ -17,7 +17,7 @@ import pytest
 from model.errors import WeightsError
 from model.weights import checks, download
 from model.weights.checks import check_evaluation_weights, check_weights
-from model.weights.layout import WeightsLayout
+from model.weights.layout import PULID_FACE_DETECTOR_FILE, PULID_FACE_RECOGNIZER_FILE, WeightsLayout
 from model.weights.manifest import (
     MANIFEST_NAME,
     PRODUCTION_MANIFEST,
@@ -234,6 +234,8 @@ def test_production_manifest_is_complete_and_inside_the_layout(tmp_path):
         layout.faceid_adapter,
         layout.appearance_adapter,
         layout.face_analysis,
+        layout.pulid_face_analysis,
+        layout.pulid,
         layout.turbo_lora,
         layout.prompt_model,
         layout.evaluation_clip,
@@ -260,6 +262,11 @@ def test_production_manifest_is_complete_and_inside_the_layout(tmp_path):
         layout.turbo_lora_file,
         layout.face_analysis / "det_10g.onnx",
         layout.face_analysis / "w600k_r50.onnx",
+        layout.pulid_adapter,
+        layout.eva_clip,
+        layout.face_parsing,
+        layout.pulid_face_analysis / PULID_FACE_DETECTOR_FILE,
+        layout.pulid_face_analysis / PULID_FACE_RECOGNIZER_FILE,
         layout.prompt_model / "config.json",
         layout.prompt_model / "model.safetensors",
         layout.prompt_model / "tokenizer.json",
@@ -276,7 +283,19 @@ def test_production_manifest_non_commercial_entries():
         "ip_adapter/ip-adapter-faceid-plusv2_sdxl.bin",
         "insightface/buffalo_l/det_10g.onnx",
         "insightface/buffalo_l/w600k_r50.onnx",
+        "insightface/antelopev2/scrfd_10g_bnkps.onnx",
+        "insightface/antelopev2/glintr100.onnx",
+        # facexlib's code is MIT, but its parsing weights were trained on CelebAMask-HQ (non-commercial).
+        "pulid/parsing_bisenet.pth",
     }
+
+
+def test_antelopev2_detector_is_the_same_file_as_buffalo_l_s():
+    # SCRFD-10G ships in both insightface packs under two names: one download each, the same bytes.
+    by_path = {f.path: f for f in production_manifest().files}
+    antelopev2 = by_path["insightface/antelopev2/" + PULID_FACE_DETECTOR_FILE]
+    buffalo_l = by_path["insightface/buffalo_l/det_10g.onnx"]
+    assert (antelopev2.size, antelopev2.sha256) == (buffalo_l.size, buffalo_l.sha256)
 
 
 def test_production_manifest_pins_what_it_can():

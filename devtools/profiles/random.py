@@ -2,18 +2,22 @@
 
 Owns writing that folder. At the "real" size every SDXL component comes from its published config
 (specs/sdxl-architecture), the FaceID Plus v2, IP-Adapter Plus and SDXL-Lightning checkpoints have the
-published files' keys and shapes (devtools/profiles/checkpoint_layouts.py), and the magic prompt LLM is the
-Qwen2.5-1.5B
-architecture (specs/prompt-model): random weights cost the same compute as the real ones, so the
-serving code can be timed on a GPU without the production files. At the "tiny" size the same writer takes
-the tiny profile's miniature modules (a CPU smoke run in seconds). The folder gets its own manifest
+published files' keys and shapes (devtools/profiles/checkpoint_layouts.py), PuLID v1.1's files are our
+ported modules' state dicts at their default (published) sizes (the adapter's 312 tensors, fp16: the
+IDFormer under `id_adapter.` and the 140 ID attention weights of the real UNet; EVA02-CLIP-L-14-336's
+visual tower; BiSeNet), and the magic prompt LLM is the Qwen2.5-1.5B architecture (specs/prompt-model):
+random weights cost the same compute as the real ones, so the serving code can be timed on a GPU without
+the production files. At the "tiny" size the same writer takes the tiny profile's miniature modules (and
+its PuLID files, keyed for the tiny UNet): a CPU smoke run in seconds. The folder gets its own manifest
 (profile "random"), so CharacterService.load() checks and loads it exactly as it loads production weights:
 scripts/benchmark.py --profile random times the production code path, not a second one.
 
 What is not at real size, and why: the tokenizers (the real vocabularies are not in the repository; the
 stand-ins of devtools/profiles/stand_in_tokenizers.py give every id the real models accept), the insightface
-models and the safety checker (the tiny profile's stand-ins: their real graphs are not in the repository; the
-face models' ~20 GFLOPs per image are small next to one UNet step's ~1.5 TFLOPs at batch 2).
+models (buffalo_l and PuLID's antelopev2) and the safety checker (the tiny profile's stand-ins: their real
+graphs are not in the repository; the face models' ~20 GFLOPs per image are small next to one UNet step's
+~1.5 TFLOPs at batch 2, and run once per reference image). The EVA-CLIP file holds the visual tower alone:
+PuLID never reads the text tower the published file also carries.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from diffusers import UNet2DConditionModel
+from safetensors.torch import save_file
 from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
 from devtools.counting import real_size_modules
@@ -38,9 +44,13 @@ from devtools.profiles.stand_in_tokenizers import chat_stand_in_tokenizer
 from devtools.profiles.tiny import sdxl as tiny_sdxl
 from devtools.profiles.tiny.appearance import TINY_RESAMPLER_WIDTH
 from devtools.profiles.tiny.faces import write_face_models
+from devtools.profiles.tiny.pulid import write_antelopev2, write_pulid
 from devtools.profiles.tiny.safety import write_safety_checker
 from devtools.profiles.tiny.turbo import TINY_LORA_RANK as TINY_TURBO_RANK
 from devtools.profiles.tiny.turbo import write_turbo_lora
+from model.identity.pulid import BiSeNet, EVAVisionTower, IDFormer, id_attention_layers
+from model.identity.pulid.id_attention import ID_TOKEN_WIDTH
+from model.identity.pulid.unet_layers import ATTENTION_PREFIX, IDFORMER_PREFIX
 from model.weights.layout import WeightsLayout
 from model.weights.manifest import RANDOM, Manifest, load_manifest, write_manifest
 
@@ -64,6 +74,41 @@ def _tiny_modules(device: torch.device) -> dict[str, torch.nn.Module]:
         "text_encoder": tiny_sdxl.tiny_text_encoder(),
         "text_encoder_2": tiny_sdxl.tiny_text_encoder_2(),
     }
+
+
+def _cpu_fp16(state_dict: dict[str, torch.Tensor], prefix: str = "") -> dict[str, torch.Tensor]:
+    return {prefix + key: value.to("cpu", torch.float16).contiguous() for key, value in state_dict.items()}
+
+
+def real_pulid_adapter(unet: UNet2DConditionModel, device: torch.device) -> dict[str, torch.Tensor]:
+    """pulid_v1.1.safetensors' 312 tensors at the published shapes, random, in fp16 (on `device`: meta
+    gives the layout alone): IDFormer()'s 172 under `id_adapter.` and id_to_k/id_to_v [hidden, 2048] for
+    each of `unet`'s 70 cross-attentions at the checkpoint's indices."""
+    with device:
+        state = {IDFORMER_PREFIX + key: value for key, value in IDFormer().half().state_dict().items()}
+        for layer in id_attention_layers(unet):
+            for kind in "kv":
+                weight = torch.randn(layer.hidden_size, ID_TOKEN_WIDTH) * ID_TOKEN_WIDTH**-0.5
+                state[f"{ATTENTION_PREFIX}{layer.index}.id_to_{kind}.weight"] = weight.half()
+    return state
+
+
+def _write_real_pulid(root: Path, unet: UNet2DConditionModel, device: torch.device) -> list[Path]:
+    # Built on `device` with the modules' own initialisation, as the SDXL modules are; saved from the CPU.
+    layout = WeightsLayout(root)
+    layout.pulid.mkdir(parents=True, exist_ok=True)
+    save_file(_cpu_fp16(real_pulid_adapter(unet, device)), layout.pulid_adapter)
+    with device:
+        tower, parser = EVAVisionTower(), BiSeNet()
+    torch.save(_cpu_fp16(tower.state_dict(), "visual."), layout.eva_clip)
+    del tower
+    torch.save(_cpu_fp16(parser.state_dict()), layout.face_parsing)
+    return [layout.pulid_adapter, layout.eva_clip, layout.face_parsing, *write_antelopev2(root)]
+
+
+def _write_tiny_pulid(root: Path, unet: UNet2DConditionModel, device: torch.device) -> list[Path]:
+    # The tiny profile's files: their adapter is keyed for the tiny UNet, the one this size builds.
+    return write_pulid(root)
 
 
 def _real_prompt_model_config(vocab_size: int) -> Qwen2Config:
@@ -96,6 +141,8 @@ class RandomSize:
     resampler_width: int
     turbo_lora_rank: int
     prompt_model_config: Callable[[int], Qwen2Config]
+    # Writes PuLID's files for the size's UNet (root, unet, device) and returns their paths.
+    write_pulid: Callable[[Path, UNet2DConditionModel, torch.device], list[Path]]
 
 
 SIZES = {
@@ -107,6 +154,7 @@ SIZES = {
         resampler_width=REAL_RESAMPLER_WIDTH,
         turbo_lora_rank=LIGHTNING_LORA_RANK,
         prompt_model_config=_real_prompt_model_config,
+        write_pulid=_write_real_pulid,
     ),
     "tiny": RandomSize(
         "tiny",
@@ -116,6 +164,7 @@ SIZES = {
         resampler_width=TINY_RESAMPLER_WIDTH,
         turbo_lora_rank=TINY_TURBO_RANK,
         prompt_model_config=_tiny_prompt_model_config,
+        write_pulid=_write_tiny_pulid,
     ),
 }
 
@@ -157,6 +206,7 @@ def write_random_profile(root: Path, size: RandomSize, device: torch.device) -> 
             seed=SEED,
         )
         paths += write_turbo_lora(layout.root, modules["unet"], rank=size.turbo_lora_rank, seed=SEED)
+        paths += size.write_pulid(layout.root, modules["unet"], device)
         del modules
         paths += write_face_models(layout.face_analysis)
         paths += write_safety_checker(layout.root)

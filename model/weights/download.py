@@ -6,8 +6,9 @@ sha256 there, and only then rename them into place, so that no partial or unveri
 path the pipeline reads. The folder's manifest.json is written last, when every file is in place: it is
 what check_weights() looks for first.
 
-Only plain files are fetched (safetensors, ONNX, one torch pickle that the pipeline opens with
-weights_only=True); no repository code is ever downloaded or run.
+Only plain files are fetched (safetensors, ONNX, and three torch pickles, the FaceID adapter and PuLID's
+EVA-CLIP and face-parsing checkpoints, which the server opens with weights_only=True); no repository code
+is ever downloaded or run.
 """
 
 from __future__ import annotations

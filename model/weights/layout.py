@@ -16,8 +16,8 @@ FACE_DETECTOR_FILE = "det_10g.onnx"
 FACE_RECOGNIZER_FILE = "w600k_r50.onnx"
 # SDXL-Lightning's 8-step LoRA (kohya key names), the file the Turbo speed loads from turbo_lora/.
 TURBO_LORA_FILE = "sdxl_lightning_8step_lora.safetensors"
-# PuLID v1.1 (model/identity/pulid/): its IDFormer and ID attention weights, the EVA02-CLIP-L-14-336 checkpoint
-# whose visual tower it reads, and facexlib's BiSeNet face-parsing weights, all under pulid/.
+# PuLID v1.1 (model/identity/pulid/): its IDFormer and ID attention weights, the EVA02-CLIP-L-14-336
+# checkpoint whose visual tower it reads, and facexlib's BiSeNet face-parsing weights, all under pulid/.
 PULID_ADAPTER_FILE = "pulid_v1.1.safetensors"
 EVA_CLIP_FILE = "EVA02_CLIP_L_336_psz14_s6B.pt"
 FACE_PARSING_FILE = "parsing_bisenet.pth"
@@ -69,7 +69,7 @@ class WeightsLayout:
 
     @property
     def pulid_face_analysis(self) -> Path:
-        """insightface model folder (antelopev2): the detector and recognizer PuLID's ID embedding comes from."""
+        """insightface model folder (antelopev2): the detector and recognizer of PuLID's ID embedding."""
         return self.root / "insightface" / "antelopev2"
 
     @property
@@ -79,7 +79,8 @@ class WeightsLayout:
 
     @property
     def pulid_adapter(self) -> Path:
-        """PuLID v1.1: the IDFormer (`id_adapter.*`) and 140 ID attention weights (`id_adapter_attn_layers.*`)."""
+        """PuLID v1.1: the IDFormer (`id_adapter.*`) and the 140 ID attention weights
+        (`id_adapter_attn_layers.*`)."""
         return self.pulid / PULID_ADAPTER_FILE
 
     @property

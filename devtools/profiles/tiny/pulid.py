@@ -50,6 +50,11 @@ def _seeded(module: torch.nn.Module, prefix: str, dtype: torch.dtype = torch.flo
 
 def write_pulid(root: Path) -> list[Path]:
     """Write the PuLID files and antelopev2's face models into WeightsLayout(root); return their paths."""
+    return write_pulid_checkpoints(root) + write_antelopev2(root)
+
+
+def write_pulid_checkpoints(root: Path) -> list[Path]:
+    """The miniature adapter (for the tiny UNet), EVA-CLIP checkpoint and BiSeNet weights, under pulid/."""
     layout = WeightsLayout(Path(root))
     layout.pulid.mkdir(parents=True, exist_ok=True)
     with torch.device("meta"):
@@ -73,12 +78,17 @@ def write_pulid(root: Path) -> list[Path]:
     }
     torch.save(eva, layout.eva_clip)
     torch.save(_seeded(parser, "", torch.float16), layout.face_parsing)
+    return [layout.pulid_adapter, layout.eva_clip, layout.face_parsing]
 
-    # antelopev2: the same tiny detector as buffalo_l's, and a recognizer of other random weights (in
-    # production glintr100 and w600k_r50 are different networks: the identity score is not PuLID's own).
-    faces = layout.pulid_face_analysis
+
+def write_antelopev2(root: Path) -> list[Path]:
+    """antelopev2's two face models as tiny ONNX stand-ins, in the layout's insightface/antelopev2/.
+
+    The same tiny detector as buffalo_l's, and a recognizer of other random weights (in production
+    glintr100 and w600k_r50 are different networks: the identity score is not PuLID's own).
+    """
+    faces = WeightsLayout(Path(root)).pulid_face_analysis
     faces.mkdir(parents=True, exist_ok=True)
     onnx.save_model(build_detector(), str(faces / PULID_FACE_DETECTOR_FILE))
     onnx.save_model(build_recognizer(RECOGNIZER_SEED + 1), str(faces / PULID_FACE_RECOGNIZER_FILE))
-    written = [layout.pulid_adapter, layout.eva_clip, layout.face_parsing]
-    return written + [faces / PULID_FACE_DETECTOR_FILE, faces / PULID_FACE_RECOGNIZER_FILE]
+    return [faces / PULID_FACE_DETECTOR_FILE, faces / PULID_FACE_RECOGNIZER_FILE]
