@@ -119,11 +119,25 @@ def _references(tmp_path: Path, *paths: Path) -> Path:
     return references
 
 
+class Unused:
+    """A service component the run must not use: any attribute of it fails the test."""
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getattr__(self, attribute):
+        raise AssertionError(f"{self._name}.{attribute} was used")
+
+
 @pytest.fixture
 def loads(monkeypatch) -> list[tuple[str, list[bool]]]:
     """Each CharacterService.load of the run: its identity adapter, and whether every service loaded before
-    it had been freed by then."""
+    it had been freed by then. With --magic-prompt Off no request calls the magic prompt's LLM, so each
+    service gets a stand-in for it: its real load is half a minute per service on these CPUs."""
+    from model.prompting.rewriter import PromptRewriter
     from model.service import CharacterService
+
+    monkeypatch.setattr(PromptRewriter, "load", classmethod(lambda cls, *_, **__: Unused("magic prompt LLM")))
 
     original = CharacterService.load
     calls: list[tuple[str, list[bool]]] = []
