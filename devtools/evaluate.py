@@ -334,22 +334,21 @@ def report(
     summary = summarize(samples)
     recogniser = EMBEDDERS[args.embedder].description
     adapters = ", ".join(f"{adapter} ({ADAPTER_NAMES[adapter]})" for adapter in args.adapters)
-    lines = [
+    text = [
         f"Identity fidelity and prompt adherence per identity adapter and rendering speed, {profile} "
         f"weights: {len(reference_paths)} references x {len(prompts)} prompts x {len(args.styles)} styles "
         f"per row; adapters {adapters}.",
-        f"Identity: face similarity, the cosine of the face embeddings of the reference and the output "
-        f"(largest face each), by {recogniser} (--embedder {args.embedder}).",
-        f"Prompt adherence: CLIP-T, the cosine of the CLIP embeddings ({layout.evaluation_clip.name}) of the "
-        "output and the prompt as written.",
-        "",
-        *summary_table(summary),
+        "Identity: face similarity, the cosine of the face embeddings of the reference and the output "
+        f"(largest face each), by the {args.embedder} recogniser: {recogniser}.",
+        "Prompt adherence: CLIP-T, the cosine of the CLIP embeddings of the output and of the prompt as "
+        f"written, by the evaluation CLIP model ({layout.evaluation_clip}).",
     ]
+    table = summary_table(summary)
     command = shlex.join(["python", "scripts/evaluate.py", *argv])
-    markdown = ["# Identity evaluation", "", *([f"**{TINY_WARNING}**", ""] if tiny else []), *lines]
-    markdown += ["", f"Command: `{command}`", ""]
+    markdown = ["# Identity evaluation", *([f"**{TINY_WARNING}**"] if tiny else []), *text, "\n".join(table)]
+    markdown.append(f"Command: `{command}`")
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "evaluation.md").write_text("\n".join(markdown), encoding="utf-8")
+    (args.out / "evaluation.md").write_text("\n\n".join(markdown) + "\n", encoding="utf-8")
     result = {
         "profile": profile,
         "warning": TINY_WARNING if tiny else None,
@@ -374,7 +373,9 @@ def report(
     json_path = args.out / "evaluation.json"
     json_path.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     print()
-    print("\n".join(lines))
+    print("\n".join(text))
+    print()
+    print("\n".join(table))
     print()
     if tiny:
         print(TINY_WARNING)
