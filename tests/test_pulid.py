@@ -48,6 +48,8 @@ from model.identity.pulid.face_parsing import (
     grey_face_on_white,
     parse,
     resize_for_eva,
+    to_gray,
+    whitened,
 )
 
 TOLERANCE = 1e-5
@@ -181,9 +183,16 @@ def test_the_whole_id_extraction_on_a_photo_matches_the_reference(idformer):
     tower = seeded(EVAVisionTower(), "visual.")
     with torch.no_grad():
         labels = parse(parser, face)[0, 0].to(torch.uint8)
-        # An argmax can flip where two random logits nearly tie; allow one pixel in 10,000.
+        # An argmax can flip where two random logits nearly tie (which pixels depends on the thread
+        # count); allow one pixel in 10,000, and build the rest of the chain on the reference's labels,
+        # so that one flipped pixel does not move every later output.
         assert (labels != reference["labels_512"]).float().mean() <= 1e-4
-        grey = grey_face_on_white(parser, face)
+        reference_labels = reference["labels_512"].long()[None, None]
+        grey = torch.where(whitened(reference_labels), torch.ones_like(face), to_gray(face))
+        # Ours, on our own labels: the same image wherever the two labellings whiten alike.
+        agree = (whitened(parse(parser, face)) == whitened(reference_labels)).expand_as(face)
+        assert agree.float().mean() >= 1 - 1e-4
+        assert torch.equal(grey_face_on_white(parser, face)[agree], grey[agree])
         assert_close(resize_for_eva(grey)[0, 0], reference["grey_face_336"])
         projection, hidden = tower(eva_input(grey))
         assert_close(projection, reference["cls_projection"])

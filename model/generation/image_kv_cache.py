@@ -125,10 +125,10 @@ class IPAttnProcessorWithPrecomputedKV(IPAdapterAttnProcessor2_0):
         hidden_states = F.scaled_dot_product_attention(
             query, key, value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False
         )
+        if self._id_branch_on:  # in head layout, before the heads are merged
+            hidden_states = self.id_branch.add_id(query, hidden_states)
         hidden_states = hidden_states.transpose(1, 2).reshape(batch_size, -1, attn.heads * head_dim)
         hidden_states = hidden_states.to(query.dtype)
-        if self._id_branch_on:
-            hidden_states = self.id_branch.add_id(query, hidden_states)
         hidden_states = self._add_image_attention(attn, query, hidden_states)
 
         hidden_states = attn.to_out[0](hidden_states)

@@ -5,8 +5,9 @@ Mirrors `IDAttnProcessor2_0` of ToTheBeginning/PuLID, pulid/attention_processor.
 app_v1_1.py sets). Written here, not imported: the reference reads its settings from module globals
 (one setting per process) and computes the ID keys and values again at every step; this class takes its
 settings per call and its keys and values once per call (`precompute`). The text attention is diffusers'
-AttnProcessor2_0, step for step; the ID branch is the reference's, step for step, so that the results
-agree to rounding (tests/test_pulid.py, against outputs recorded by devtools/pulid_golden.py).
+AttnProcessor2_0, step for step; the ID branch is the reference's arithmetic, rearranged to a dozen
+operators a layer (`add_id`), so that the results agree to rounding (tests/test_pulid.py, against outputs
+recorded by devtools/pulid_golden.py).
 
 Per cross-attention layer, with q the layer's query [B, heads, N, d] (N image tokens, d = 64):
   k_id, v_id = id_to_k, id_to_v (Linear 2048 -> hidden, no bias) of cat(ID tokens [B, 32, 2048],
@@ -29,12 +30,14 @@ import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention
 from torch import nn
 
+from model.generation.settings import PULID_ID_SCALE, PULID_NUM_ZERO
+
 ID_TOKEN_WIDTH = 2048
 # ORTHO_v2 weighs the projection by the attention mass on the first 5 ID tokens (the reference's literal).
 ORTHO_V2_LEADING_TOKENS = 5
 # v1.1's demo defaults (app_v1_1.py): id_scale 0.8, NUM_ZERO 20.
-DEFAULT_ID_SCALE = 0.8
-DEFAULT_NUM_ZERO = 20
+DEFAULT_ID_SCALE = PULID_ID_SCALE
+DEFAULT_NUM_ZERO = PULID_NUM_ZERO
 
 
 class PuLIDAttnProcessor(nn.Module):
@@ -50,7 +53,8 @@ class PuLIDAttnProcessor(nn.Module):
         self.id_to_k = nn.Linear(cross_attention_dim, hidden_size, bias=False)
         self.id_to_v = nn.Linear(cross_attention_dim, hidden_size, bias=False)
         # One call's state, set by precompute() and cleared by forget().
-        self.key_values: tuple[torch.Tensor, torch.Tensor] | None = None
+        # (ID keys, ID values times id_scale, selector values), each [B, heads, 32 + num_zero, d].
+        self.key_values: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         self.id_scale = DEFAULT_ID_SCALE
         # Token count N -> [B, N, 1] region weights, shared by all the layers of a UNet; None: everywhere.
         self.regions: dict[int, torch.Tensor] | None = None
@@ -64,15 +68,28 @@ class PuLIDAttnProcessor(nn.Module):
         regions: dict[int, torch.Tensor] | None = None,
     ) -> None:
         """Set one call's ID keys and values from id_tokens [B, 32, 2048] (B: the UNet's batch, the null ID
-        in the unconditional rows), with num_zero zero tokens appended, as the reference does."""
+        in the unconditional rows), with num_zero zero tokens appended, as the reference does.
+
+        Also computed once here, so that each step runs the fewest operators (see add_id): the values
+        times id_scale, and the "selector" values whose attention (at unscaled logits) is the attention
+        mass on the first 5 ID tokens minus 1, over the heads. regions: token count N -> [1, N, 1].
+        """
         zeros = id_tokens.new_zeros(id_tokens.shape[0], num_zero, id_tokens.shape[-1])
         tokens = torch.cat((id_tokens, zeros), dim=1)
-        head_dim = self.hidden_size // attn.heads
-        key = self.id_to_k(tokens).view(tokens.shape[0], -1, attn.heads, head_dim).transpose(1, 2)
-        value = self.id_to_v(tokens).view(tokens.shape[0], -1, attn.heads, head_dim).transpose(1, 2)
-        self.key_values = (key, value)
+        heads = attn.heads
+        head_dim = self.hidden_size // heads
+        key = self.id_to_k(tokens).view(tokens.shape[0], -1, heads, head_dim).transpose(1, 2)
+        value = self.id_to_v(tokens).view(tokens.shape[0], -1, heads, head_dim).transpose(1, 2)
+        # softmax weights sum to 1, so their weighted sum of (1 on the first 5 tokens, 0 elsewhere) - 1 is
+        # p - 1; divided by the heads, the sum over heads is the reference's mean. head_dim wide (every
+        # channel the same), so that attention runs as one fused kernel.
+        selector = torch.full_like(key, -1.0 / heads)
+        selector[:, :, :ORTHO_V2_LEADING_TOKENS] = 0.0
+        self.key_values = (key, value * id_scale, selector)
         self.id_scale = id_scale
-        self.regions = regions
+        self.regions = (
+            {n: region.unsqueeze(1) for n, region in regions.items()} if regions is not None else None
+        )
 
     def forget(self) -> None:
         """Drop the call's keys, values and regions (the next call sets its own)."""
@@ -119,11 +136,10 @@ class PuLIDAttnProcessor(nn.Module):
         if attn.norm_k is not None:
             key = attn.norm_k(key)
         hidden_states = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask)
-        hidden_states = hidden_states.transpose(1, 2).reshape(batch_size, -1, attn.heads * head_dim)
-        hidden_states = hidden_states.to(query.dtype)
-
         if self.key_values is not None:
             hidden_states = self.add_id(query, hidden_states)
+        hidden_states = hidden_states.transpose(1, 2).reshape(batch_size, -1, attn.heads * head_dim)
+        hidden_states = hidden_states.to(query.dtype)
 
         hidden_states = attn.to_out[0](hidden_states)
         hidden_states = attn.to_out[1](hidden_states)
@@ -134,24 +150,28 @@ class PuLIDAttnProcessor(nn.Module):
         return hidden_states / attn.rescale_output_factor
 
     def add_id(self, query: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        """text [B, N, hidden] plus the ORTHO_v2 ID branch; query [B, heads, N, d]."""
-        id_key, id_value = (t.to(query.dtype) for t in self.key_values)
-        batch_size, heads, _, head_dim = query.shape
-        id_out = F.scaled_dot_product_attention(query, id_key, id_value)
-        id_out = id_out.transpose(1, 2).reshape(batch_size, -1, heads * head_dim).to(query.dtype)
+        """The text attention's output plus the ORTHO_v2 ID branch, both in head layout [B, heads, N, d];
+        query [B, heads, N, d].
 
+        The reference's arithmetic, rearranged (the same result to rounding; tests/test_pulid.py):
+          text + s * (id_out + (p - 1) * c * text),   c = sum_N(text * id_out) / sum_N(text * text),
+        with s folded into the values (id_out_s = s * id_out, so c_s = s * c) and p - 1 from one attention
+        over the selector values: text + id_out_s + (p - 1) * c_s * text, about a dozen operators a layer.
+        The per-channel sums over the tokens N are the same in head layout as over [B, N, hidden].
+        """
+        id_key, id_value, selector = (t.to(query.dtype) for t in self.key_values)
         orig_dtype = text.dtype
+        # In fp32, as the reference computes ORTHO_v2 (no-ops when the UNet runs in fp32).
+        id_out = F.scaled_dot_product_attention(query, id_key, id_value).to(torch.float32)
         text = text.to(torch.float32)
-        id_out = id_out.to(torch.float32)
-        # The reference's logits here are unscaled (no 1/sqrt(d)), in the query's dtype.
-        attn_mean = (query @ id_key.transpose(-2, -1)).softmax(dim=-1).mean(dim=1)
-        attn_mean = attn_mean[:, :, :ORTHO_V2_LEADING_TOKENS].sum(dim=-1, keepdim=True)
-        projection = (
-            torch.sum(text * id_out, dim=-2, keepdim=True)
-            / torch.sum(text * text, dim=-2, keepdim=True)
-            * text
-        )
-        orthogonal = id_out + (attn_mean - 1) * projection
-        if self.regions is not None:
-            orthogonal = orthogonal * self.regions[text.shape[1]].to(torch.float32)
-        return (text + self.id_scale * orthogonal).to(orig_dtype)
+        # The reference's logits here are unscaled (no 1/sqrt(d)).
+        mass_minus_one = F.scaled_dot_product_attention(query, id_key, selector, scale=1.0)
+        mass_minus_one = mass_minus_one.sum(dim=1, keepdim=True).to(torch.float32)
+        coefficient = (text * id_out).sum(dim=2, keepdim=True) / (text * text).sum(dim=2, keepdim=True)
+        gain = mass_minus_one * coefficient
+        if self.regions is None:
+            return torch.addcmul(text, text, gain).add_(id_out).to(orig_dtype)
+        # The whole branch times the region (the projection's coefficient is over all tokens, as in the
+        # reference): text + region * (id_out_s + gain * text).
+        region = self.regions[text.shape[2]].to(torch.float32)
+        return torch.addcmul(text, region, torch.addcmul(id_out, text, gain)).to(orig_dtype)
