@@ -10,6 +10,7 @@ not derived from these counts.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass
@@ -41,10 +42,12 @@ from devtools.profiles.checkpoint_layouts import (
 )
 from devtools.profiles.stand_in_tokenizers import CLIP_PAD_TOKEN, OPEN_CLIP_PAD_TOKEN, clip_stand_in_tokenizer
 from model.generation.pipeline import PRISTINE_ON_GPU_MIN_GIB, CharacterPipeline
-from model.generation.settings import FaceCondition, GenerationSettings
+from model.generation.settings import FaceCondition, GenerationSettings, IDTokens
 from model.generation.speeds import Speed
+from model.generation.warm_up import PULID_ID_TOKENS
 from model.identity.pulid import BiSeNet, EVAVisionTower, IDFormer, id_attention_layers
 from model.identity.pulid.id_attention import ID_TOKEN_WIDTH
+from model.options import FACEID, PULID
 from model.weights.layout import APPEARANCE_ADAPTER_FILE, FACEID_ADAPTER_FILE, TURBO_LORA_FILE, WeightsLayout
 from model.weights.manifest import production_manifest
 
@@ -96,9 +99,11 @@ def real_size_modules(
     return {name: module.to(dtype).eval() for name, module in modules.items()}
 
 
-def real_size_character(dtype: torch.dtype = SERVING_DTYPE) -> CharacterPipeline:
-    """The production pipeline on meta: SDXL, FaceID Plus v2, IP-Adapter Plus and the Lightning LoRA, as in
-    load()."""
+def real_size_character(
+    dtype: torch.dtype = SERVING_DTYPE, identity_adapter: str = FACEID
+) -> CharacterPipeline:
+    """The production pipeline on meta: SDXL, the identity adapter (FaceID Plus v2 by default, or PuLID
+    v1.1's 140 ID attention weights), IP-Adapter Plus and the Lightning LoRA, as in load()."""
     modules = real_size_modules(dtype)
     sdxl = StableDiffusionXLPipeline(
         **modules,
@@ -114,7 +119,33 @@ def real_size_character(dtype: torch.dtype = SERVING_DTYPE) -> CharacterPipeline
     )
     appearance = ip_adapter_plus_state_dict(unet, clip_width=VIT_H_WIDTH, device=META, dtype=dtype)
     turbo = lightning_lora_state_dict(unet, device=META, dtype=dtype)
+    if identity_adapter == PULID:
+        return CharacterPipeline.from_sdxl(
+            sdxl, None, appearance, META, dtype, turbo_lora=turbo, pulid_attention=pulid_attention_state(unet)
+        )
     return CharacterPipeline.from_sdxl(sdxl, faceid, appearance, META, dtype, turbo_lora=turbo)
+
+
+def pulid_attention_state(unet: UNet2DConditionModel, dtype: torch.dtype = SERVING_DTYPE) -> dict:
+    """Empty real-shape `{index}.id_to_{k,v}.weight` [hidden, 2048], one pair per cross-attention."""
+    shape = (ID_TOKEN_WIDTH,)
+    return {
+        f"{layer.index}.id_to_{kind}.weight": torch.empty(layer.hidden_size, *shape, device=META, dtype=dtype)
+        for layer in id_attention_layers(unet)
+        for kind in "kv"
+    }
+
+
+def pulid_settings_for(speed: Speed, width: int = 1024, height: int = 1024) -> GenerationSettings:
+    """A face request of `speed` for PuLID (32 ID tokens and the null ID, FaceID off, the appearance adapter
+    off), on meta tensors: the shapes of a request."""
+    tokens = torch.empty(1, PULID_ID_TOKENS, ID_TOKEN_WIDTH, device=META, dtype=SERVING_DTYPE)
+    settings = settings_for(speed, width, height)
+    return dataclasses.replace(
+        settings,
+        adapters=settings.adapters.for_pulid(),
+        face=IDTokens(tokens=tokens, null=torch.empty_like(tokens)),
+    )
 
 
 def count_flops(run) -> FlopCounterMode:
@@ -169,13 +200,22 @@ def settings_for(speed: Speed, width: int = 1024, height: int = 1024) -> Generat
 def request_flops(
     character: CharacterPipeline, name: str, speed: Speed, width: int = 1024, height: int = 1024
 ) -> RequestFlops:
+    """Count one request of `speed` on the (meta) pipeline, component by component (see _request_flops);
+    the face is PuLID's ID tokens when the pipeline's identity adapter is PuLID, else FaceID's."""
+    build = pulid_settings_for if character.identity_adapter == PULID else settings_for
+    return _request_flops(character, name, speed, build(speed, width, height))
+
+
+def _request_flops(
+    character: CharacterPipeline, name: str, speed: Speed, settings: GenerationSettings
+) -> RequestFlops:
     """Count one request of `speed` on the (meta) pipeline, component by component.
 
     prepare() sets the speed's adapters and runs the encoders (text and face crop) as a request does;
     one UNet call at the pipeline's batch (2 with CFG) is counted and multiplied by the steps, since
     every step has the same shapes; the VAE decodes once.
     """
-    settings = settings_for(speed, width, height)
+    width, height = settings.width, settings.height
     outside_loop = count_flops(lambda: character.prepare(settings))
     pipe, inputs = character.prepare(settings)
     dtype, device = pipe.unet.dtype, character.device

@@ -28,7 +28,9 @@ WARM_UP_SIZES = ((64, 64), (96, 64))
 @pytest.fixture(scope="module")
 def compiled(tiny_layout) -> tuple[CharacterPipeline, object]:
     # Its own pipeline, read from the session's tiny folder: compiling it must not change the shared one.
-    pipeline = CharacterPipeline.load(tiny_layout, torch.device("cpu"), torch.float32, identity_adapter="faceid")
+    pipeline = CharacterPipeline.load(
+        tiny_layout, torch.device("cpu"), torch.float32, identity_adapter="faceid"
+    )
     torch._dynamo.reset()
     pipeline.compile(backend="eager")
     return pipeline, pipeline.warm_up(sizes=WARM_UP_SIZES, steps=1)

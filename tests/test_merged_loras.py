@@ -8,7 +8,6 @@ the CPU's deterministic proxy for the GPU's per-step kernel launches.
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 
 import pytest
@@ -16,7 +15,6 @@ import torch
 from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
 from peft.tuners.lora import LoraLayer
 from PIL import Image
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from devtools.counting import memory_budget, real_size_character, settings_for
 from model.generation.merged_loras import MergedLoras
@@ -28,6 +26,7 @@ from model.generation.pipeline import (
 from model.generation.settings import FaceCondition, GenerationSettings
 from model.generation.speeds import SPEEDS, TURBO_LORA_ADAPTER
 from model.weights.layout import SDXL_VARIANT, WeightsLayout
+from tests.helpers.operators import count_step, unet_inputs
 
 SIZE = 64
 CPU = torch.device("cpu")
@@ -37,16 +36,6 @@ FICTION = {FACEID_LORA_ADAPTER: 0.8}
 
 def load(layout: WeightsLayout, dtype: torch.dtype = torch.float32) -> CharacterPipeline:
     return CharacterPipeline.load(layout, CPU, dtype, identity_adapter="faceid")
-
-
-class OperatorCounter(TorchDispatchMode):
-    def __init__(self) -> None:
-        super().__init__()
-        self.counts: collections.Counter[str] = collections.Counter()
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.counts[str(func)] += 1
-        return func(*args, **(kwargs or {}))
 
 
 def path_settings(speed: str, path: str, inpainting: bool) -> GenerationSettings:
@@ -72,32 +61,6 @@ def prepare_with(pipeline: CharacterPipeline, identity, settings: GenerationSett
     if settings.face is not None:
         settings = dataclasses.replace(settings, face=FaceCondition(*identity))
     return pipeline.prepare(settings)
-
-
-def unet_inputs(pipe, inputs: dict, guided: bool) -> tuple[tuple, dict]:
-    """One denoising step's UNet arguments, as the pipeline builds them from prepare()'s inputs."""
-    text, pooled = inputs["prompt_embeds"], inputs["pooled_prompt_embeds"]
-    if guided:
-        text = torch.cat([inputs["negative_prompt_embeds"], text])
-        pooled = torch.cat([inputs["negative_pooled_prompt_embeds"], pooled])
-    batch = text.shape[0]
-    added = {"text_embeds": pooled, "time_ids": torch.tensor([[SIZE, SIZE, 0, 0, SIZE, SIZE]] * batch)}
-    if "ip_adapter_image_embeds" in inputs:
-        added["image_embeds"] = pipe.prepare_ip_adapter_image_embeds(
-            None, inputs["ip_adapter_image_embeds"], CPU, 1, do_classifier_free_guidance=guided
-        )
-    sample = torch.randn(batch, 4, SIZE // 8, SIZE // 8, generator=torch.Generator().manual_seed(0))
-    return (sample, torch.tensor(500.0)), {"encoder_hidden_states": text, "added_cond_kwargs": added}
-
-
-@torch.no_grad()
-def count_step(unet, args, kwargs) -> int:
-    """Operators of one denoising step: the second UNet call with the same arguments (the pipeline hands
-    the UNet the same image embeddings at every step, and the first call projects them)."""
-    unet(*args, **kwargs)
-    with OperatorCounter() as counter:
-        unet(*args, **kwargs)
-    return sum(counter.counts.values())
 
 
 @pytest.fixture(scope="module")

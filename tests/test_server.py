@@ -7,6 +7,7 @@ import pytest
 import requests
 from PIL import Image
 
+from model.timing import METRIC_SUFFIX
 from tests.helpers.cog_server import serving_folder
 from tests.helpers.contract import contract_differences, load_contract
 from tests.helpers.images import cartoon_robot, data_uri, decode_image, pixels, png_bytes
@@ -126,13 +127,13 @@ def test_cartoon_without_a_human_face_uses_the_appearance_adapter(cog_server):
         "No human face found in character_reference_image; "
         "using the whole image as the character's appearance" in logs
     )
-    # FaceID and its LoRA are off; the appearance adapter carries the character.
-    assert adapter_line(logs) == "Adapters: FaceID 0.00 (LoRA 0.00, structure 0.00), appearance 0.60"
+    # The identity adapter (PuLID, the default) is off; the appearance adapter carries the character.
+    assert adapter_line(logs) == "Adapters: PuLID 0.00 (num_zero 0), appearance 0.60"
     assert "Style: Auto chose Fiction" in logs
     assert "Identity similarity: not scored (no human face in character_reference_image)" in logs
 
 
-def test_human_reference_uses_faceid_only(cog_server, portrait):
+def test_human_reference_uses_pulid_by_default(cog_server, portrait):
     body = cog_server.predict(
         prompt="the character waving on a beach",
         character_reference_image=data_uri(portrait),
@@ -142,8 +143,12 @@ def test_human_reference_uses_faceid_only(cog_server, portrait):
         seed=5,
     ).json()
     assert body["status"] == "succeeded", body
-    assert adapter_line(body["logs"]) == "Adapters: FaceID 1.00 (LoRA 1.00, structure 1.00), appearance 0.00"
+    # PuLID at v1.1's id_scale and num_zero; FaceID is not loaded, the appearance adapter is off.
+    assert adapter_line(body["logs"]) == "Adapters: PuLID 0.80 (num_zero 20), appearance 0.00"
     assert "No human face found" not in body["logs"]
+    # The ID extraction is timed per stage.
+    for stage in ("pulid_face", "pulid_parse", "pulid_eva", "pulid_idformer"):
+        assert stage + METRIC_SUFFIX in body["metrics"], body["metrics"]
 
 
 @pytest.mark.parametrize("reference", ["human", "cartoon"])

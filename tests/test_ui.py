@@ -197,7 +197,8 @@ def test_generate_shows_progress_the_image_and_the_lines_to_reproduce_it(
     report = page.locator("#report").inner_text()
     assert "Prompt used: a knight in a forest" in report, report
     seed = int(re.search(r"Seed: (\d+)", report).group(1))
-    assert re.search(r"Adapters: FaceID \d\.\d\d", report) and "Identity similarity:" in report, report
+    assert re.search(r"Adapters: (PuLID|FaceID) \d\.\d\d", report), report
+    assert "Identity similarity:" in report, report
     assert page.locator("#output img").count() == 1
     assert page.locator("#gallery img").count() >= 1
     # The request the page sent holds what was chosen.

@@ -1,8 +1,9 @@
-"""The image tokens' projection and their attention keys and values, computed once per pipeline call.
+"""The image tokens' projection and the cross-attention keys and values, computed once per pipeline call.
 
 The IP-Adapters' image tokens are the same at every denoising step of a call, and so are the keys and
-values the cross-attention layers compute from them; diffusers computes both again at every step (about
-150 operators per UNet call for the projections, 17 per IP attention layer for the keys and values).
+values the cross-attention layers compute from them, and from the text embeddings; diffusers computes all
+of them again at every step (about 150 operators per UNet call for the projections, 17 per IP attention
+layer for the image keys and values, 12 per cross-attention layer for the text's).
 project_once_per_call swaps the UNet's image projection and IP-Adapter attention processors for the
 subclasses here, which keep the weights, module names and arithmetic of diffusers' own (identical results)
 and only skip the repeated work. CharacterPipeline calls it once at load and `forget()` on every request.
@@ -38,6 +39,9 @@ class IPAttnProcessorWithPrecomputedKV(IPAdapterAttnProcessor2_0):
     # added to the text attention's output before the image adapters', as the reference adds it. A submodule
     # (its weights move with the UNet), so set in __init__, not as a class attribute that would shadow it.
     id_branch: PuLIDAttnProcessor | None
+
+    # The text's (key, value), each (batch, heads, 77, head_dim), for one call; None: compute them per step.
+    text_key_values: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -113,15 +117,9 @@ class IPAttnProcessorWithPrecomputedKV(IPAdapterAttnProcessor2_0):
         if attn.group_norm is not None:
             hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
         query = attn.to_q(hidden_states)
-        if attn.norm_cross:
-            encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
-        key = attn.to_k(encoder_hidden_states)
-        value = attn.to_v(encoder_hidden_states)
-        inner_dim = key.shape[-1]
-        head_dim = inner_dim // attn.heads
+        key, value = self._text_keys_and_values(attn, encoder_hidden_states)
+        head_dim = key.shape[-1]
         query = query.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
-        key = key.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
-        value = value.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
         hidden_states = F.scaled_dot_product_attention(
             query, key, value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False
         )
@@ -138,6 +136,26 @@ class IPAttnProcessorWithPrecomputedKV(IPAdapterAttnProcessor2_0):
         if attn.residual_connection:
             hidden_states = hidden_states + residual
         return hidden_states / attn.rescale_output_factor
+
+    def precompute_text(self, attn, text: torch.Tensor) -> None:
+        """Set text_key_values from one call's text embeddings [B, 77, cross_attention_dim]: the same at
+        every step, so their keys and values are too (to_k and to_v, then split into heads)."""
+        self.text_key_values = None
+        self.text_key_values = self._text_keys_and_values(attn, text)
+
+    def _text_keys_and_values(self, attn, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The text's key and value, each [B, heads, 77, head_dim]: precomputed when set, else computed
+        with diffusers' operators."""
+        if self.text_key_values is not None:
+            return self.text_key_values
+        if attn.norm_cross:
+            text = attn.norm_encoder_hidden_states(text)
+        key = attn.to_k(text)
+        value = attn.to_v(text)
+        head_dim = key.shape[-1] // attn.heads
+        key = key.view(text.shape[0], -1, attn.heads, head_dim).transpose(1, 2)
+        value = value.view(text.shape[0], -1, attn.heads, head_dim).transpose(1, 2)
+        return key, value
 
     def _add_image_attention(self, attn, query: torch.Tensor, hidden_states: torch.Tensor) -> torch.Tensor:
         """hidden_states [B, N, C] plus each adapter's scaled attention over its precomputed image keys and
@@ -182,8 +200,27 @@ class ProjectedOncePerCall(MultiIPAdapterImageProjection):
 
     def forget(self) -> None:
         self._last: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None
+        self._last_text: tuple[torch.Tensor, tuple[int, ...]] | None = None
         for attention in self._ip_attentions:
             attention.processor.key_values = None
+            attention.processor.text_key_values = None
+
+    def project_text(self, text: torch.Tensor) -> None:
+        """Set every IP attention layer's text keys and values when a call's text embeddings come first
+        (the pipeline hands the UNet the same tensor at every step of a call), or when to_k / to_v changed
+        since (a LoRA merged in place bumps their weights' version counters)."""
+        versions = tuple(
+            layer.weight._version
+            for attention in self._ip_attentions
+            for layer in (attention.to_k, attention.to_v)
+        )
+        last = getattr(self, "_last_text", None)
+        if last is not None and last[0] is text and last[1] == versions:
+            return
+        for attention in self._ip_attentions:
+            attention.processor.precompute_text(attention, text)
+        # Holding the tensor keeps it alive, so its identity cannot pass to another tensor.
+        self._last_text = (text, versions)
 
     def forward(self, image_embeds: list[torch.Tensor]) -> list[torch.Tensor]:
         last = getattr(self, "_last", None)
@@ -209,3 +246,20 @@ def project_once_per_call(unet) -> None:
                 ip_attentions.append(module)
         unet.encoder_hid_proj = ProjectedOncePerCall(projection.image_projection_layers, ip_attentions)
         unet.encoder_hid_proj.forget()
+        _project_text_once_per_call(unet)
+
+
+def _project_text_once_per_call(unet) -> None:
+    """Wrap the UNet's process_encoder_hidden_states (where diffusers hands the image embeddings to
+    encoder_hid_proj, outside the compiled transformer blocks) so that it also gives the text embeddings to
+    ProjectedOncePerCall.project_text. diffusers has no hook for this; the wrapper is the instance's own
+    attribute, the class is untouched."""
+    process = unet.process_encoder_hidden_states
+
+    def process_encoder_hidden_states(encoder_hidden_states, added_cond_kwargs):
+        processed = process(encoder_hidden_states, added_cond_kwargs)
+        # (text, image tokens): the text as the attention layers receive it.
+        unet.encoder_hid_proj.project_text(processed[0])
+        return processed
+
+    unet.process_encoder_hidden_states = process_encoder_hidden_states
