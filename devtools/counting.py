@@ -288,8 +288,12 @@ def _onnx_bytes(folder: Path) -> int:
     return sum(sizes)
 
 
-def memory_budget(dtype: torch.dtype = SERVING_DTYPE) -> list[ComponentMemory]:
-    """Parameter bytes of every production component at its serving dtype (GPU-resident unless noted)."""
+def memory_budget(
+    dtype: torch.dtype = SERVING_DTYPE, identity_adapter: str | None = PULID
+) -> list[ComponentMemory]:
+    """Parameter bytes of every production component at its serving dtype (GPU-resident unless noted),
+    with the identity adapter setup loads (CHARACTER_IDENTITY_ADAPTER: PuLID's four components, or FaceID
+    Plus v2); identity_adapter=None lists both adapters' rows (the tables that compare them)."""
     size = torch.finfo(dtype).bits // 8
     modules = real_size_modules(dtype)
     faceid = faceid_plus_v2_shapes(modules["unet"], clip_width=VIT_H_WIDTH, lora_rank=FACEID_LORA_RANK)
@@ -348,6 +352,11 @@ def memory_budget(dtype: torch.dtype = SERVING_DTYPE) -> list[ComponentMemory]:
         ComponentMemory("magic prompt LLM (Qwen2.5-1.5B)", llm_bytes // 2, 2, "bf16, from its file size"),
         ComponentMemory("safety checker (CLIP ViT-L/14)", safety_bytes // 2, 2, "fp16, from its file size"),
     ]
+    pulid_rows = ("PuLID v1.1", "EVA02-CLIP", "BiSeNet", "insightface antelopev2")
+    if identity_adapter == PULID:
+        rows = [row for row in rows if not row.name.startswith("FaceID Plus v2")]
+    elif identity_adapter == FACEID:
+        rows = [row for row in rows if not row.name.startswith(pulid_rows)]
     return rows
 
 

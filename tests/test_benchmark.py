@@ -84,20 +84,20 @@ def test_real_shape_lightning_lora_fills_the_published_file():
     assert 100 * len(shapes) < overhead < 200 * len(shapes)
 
 
-def test_production_components_fit_a_24_gb_gpu_with_room_for_activations():
-    rows = memory_budget()
+@pytest.mark.parametrize(
+    ("adapter", "loaded", "absent"),
+    [
+        ("pulid", ("PuLID", "EVA02", "BiSeNet", "antelopev2"), ("FaceID",)),
+        ("faceid", ("FaceID",), ("PuLID",)),
+    ],
+)
+def test_production_components_fit_a_24_gb_gpu_with_room_for_activations(adapter, loaded, absent):
+    rows = memory_budget(identity_adapter=adapter)
     names = " ".join(row.name for row in rows)
-    for component in (
-        "unet",
-        "vae",
-        "text_encoder_2",
-        "image_encoder",
-        "FaceID",
-        "Lightning",
-        "insightface",
-        "safety",
-    ):
+    for component in ("unet", "vae", "text_encoder_2", "image_encoder", "Lightning", "buffalo_l", "safety"):
         assert component in names
+    assert all(component in names for component in loaded)
+    assert not any(component in names for component in absent)
     fits, left = fits_gpu(rows)
     assert fits and left > 0
 
