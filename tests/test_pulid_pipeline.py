@@ -135,6 +135,22 @@ def test_the_id_branch_changes_the_image_and_never_leaks_into_the_next_request(p
     assert all(attention.processor.id_branch.key_values is None for attention in pulid_pipeline.id_attentions)
 
 
+def test_the_appearance_adapter_works_beside_pulid(pulid_pipeline):
+    # CHARACTER_APPEARANCE_WITH_FACE: the head-and-shoulders crop through IP-Adapter Plus, with the ID tokens.
+    settings = pulid_request(pulid_pipeline, "Turbo")
+    crop = Image.fromarray(np.random.default_rng(5).integers(0, 256, (96, 96, 3), dtype=np.uint8))
+    with_appearance = dataclasses.replace(
+        settings, adapters=settings.adapters.with_appearance(0.5), appearance_image=crop
+    )
+    pipe, inputs = pulid_pipeline.prepare(with_appearance)
+    (processor,) = {type(a.processor) for a in pulid_pipeline.id_attentions}
+    assert pulid_pipeline.id_attentions[0].processor.scale == [0.5]
+    assert inputs["ip_adapter_image_embeds"][0].abs().sum() > 0
+    alone = np.asarray(pulid_pipeline.generate(settings))
+    beside = np.asarray(pulid_pipeline.generate(with_appearance))
+    assert not np.array_equal(alone, beside)
+
+
 def test_inpainting_confines_the_id_branch_to_the_mask_on_every_token_grid(pulid_pipeline):
     settings = inpainting(pulid_request(pulid_pipeline))
     pulid_pipeline.prepare(settings)

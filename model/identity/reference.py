@@ -1,7 +1,9 @@
 """The character reference: what carries the character into the image, a human face or its whole appearance.
 
-Owns one rule and its image geometry. A reference with a usable human face goes through FaceID (the largest
-face's ArcFace embedding and aligned crop). A reference without one (a cartoon hero, a mascot, an animal, a
+Owns one rule and its image geometry. A reference with a usable human face goes through the identity adapter
+chosen at setup (PuLID v1.1, whose ID tokens model/identity/pulid/extraction.py makes, or FaceID: the
+largest face's ArcFace embedding and aligned crop); the face analysis here decides which references have
+one. A reference without one (a cartoon hero, a mascot, an animal, a
 masked figure, or a face too small for ArcFace) goes through the appearance adapter (IP-Adapter Plus), which
 reads the subject's region of the image. A blank or near-uniform reference is refused: it has no character
 to keep. When configured, the appearance adapter also reads a head-and-shoulders crop beside FaceID, to
@@ -73,7 +75,8 @@ class CharacterReference:
 
     @property
     def face(self) -> FaceCondition | None:
-        """What FaceID reads of this reference: its face's embedding and aligned crop; None without a face."""
+        """What FaceID reads of this reference: its face's embedding and aligned crop; None without a face
+        (PuLID reads the reference image itself: CharacterService._face_condition)."""
         if self.identity is None:
             return None
         return FaceCondition(embedding=self.identity.embedding, face_crop=self.identity.face_crop)
