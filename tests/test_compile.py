@@ -16,7 +16,7 @@ from PIL import Image
 from torch._dynamo.utils import counters
 
 from model.generation.pipeline import CharacterPipeline
-from model.generation.settings import FaceCondition, GenerationSettings
+from model.generation.settings import FaceCondition, GenerationSettings, IDTokens
 from model.generation.speeds import SPEEDS
 from model.prompting.styles import styles
 
@@ -25,11 +25,11 @@ pytestmark = pytest.mark.slow
 WARM_UP_SIZES = ((64, 64), (96, 64))
 
 
-@pytest.fixture(scope="module")
-def compiled(tiny_layout) -> tuple[CharacterPipeline, object]:
+@pytest.fixture(scope="module", params=["pulid", "faceid"])
+def compiled(tiny_layout, request) -> tuple[CharacterPipeline, object]:
     # Its own pipeline, read from the session's tiny folder: compiling it must not change the shared one.
     pipeline = CharacterPipeline.load(
-        tiny_layout, torch.device("cpu"), torch.float32, identity_adapter="faceid"
+        tiny_layout, torch.device("cpu"), torch.float32, identity_adapter=request.param
     )
     torch._dynamo.reset()
     pipeline.compile(backend="eager")
@@ -49,11 +49,26 @@ def test_warm_up_runs_every_speed_and_path_and_compiles(compiled):
     print(f"warm-up: {warm_up}")
 
 
-def request(speed: str, face: bool, style: str, size: tuple[int, int], prompt: str, inpaint: bool):
+def request(
+    pipeline: CharacterPipeline,
+    speed: str,
+    face: bool,
+    style: str,
+    size: tuple[int, int],
+    prompt: str,
+    inpaint: bool,
+):
     rng = np.random.default_rng(7)
     embedding = rng.standard_normal(512).astype(np.float32)
     image = Image.fromarray(rng.integers(0, 256, (160, 120, 3), dtype=np.uint8), "RGB")
     scales = styles()[style].adapter_scales(SPEEDS[speed])
+    if pipeline.identity_adapter == "pulid":
+        tokens = torch.from_numpy(rng.standard_normal((1, 32, pipeline.id_token_width), np.float32))
+        the_face = IDTokens(tokens=tokens, null=tokens * 0.5)
+        scales = scales.for_pulid()
+    else:
+        the_face = FaceCondition(embedding / np.linalg.norm(embedding), image)
+        scales = scales.for_faceid()
     if face:
         scales = scales.with_appearance(0.0)
     else:
@@ -68,7 +83,7 @@ def request(speed: str, face: bool, style: str, size: tuple[int, int], prompt: s
         seed=3,
         **(SPEEDS[speed].schedule() | {"num_inference_steps": 2}),
         adapters=scales,
-        face=FaceCondition(embedding / np.linalg.norm(embedding), image) if face else None,
+        face=the_face if face else None,
         appearance_image=None if face else image,
     )
     if inpaint:
@@ -92,7 +107,7 @@ def test_no_request_compiles_after_the_warm_up(compiled):
         ("Quality", False, "Fiction", (128, 128), "a dragon", False),
     ]
     for case in cases:
-        settings = request(*case)
+        settings = request(pipeline, *case)
         image = pipeline.generate(settings)
         assert image.size == settings.init_image.size if settings.inpainting else case[3]
     assert compiled_frames() == before

@@ -133,7 +133,7 @@ def test_the_id_branch_is_confined_to_its_region_and_absent_without_precompute()
         tokens = seeded_normal(SEED, "input.id_tokens", (2, 32, 2048))
         region = torch.zeros(2, 64, 1)
         region[:, :32] = 1.0
-        processor.precompute(attention, tokens, 20, 0.8, regions={64: region})
+        processor.precompute(attention, tokens, 20, 0.8, region=region)
         confined = processor(attention, hidden_states, encoder_hidden_states=text)
         processor.precompute(attention, tokens, 20, 0.8)
         everywhere = processor(attention, hidden_states, encoder_hidden_states=text)

@@ -154,15 +154,18 @@ def test_the_appearance_adapter_works_beside_pulid(pulid_pipeline):
 def test_inpainting_confines_the_id_branch_to_the_mask_on_every_token_grid(pulid_pipeline):
     settings = inpainting(pulid_request(pulid_pipeline))
     pulid_pipeline.prepare(settings)
-    regions = pulid_pipeline.id_attentions[0].processor.id_branch.regions
-    # The tiny UNet's levels: the latent (64 / 8 = 8) and each halving; the mask's centre square.
-    assert sorted(regions) == [4, 16, 64]
-    grid = regions[64].reshape(8, 8)
-    assert torch.equal(grid[2:6, 2:6], torch.ones(4, 4)) and grid.sum() == 16
-    assert torch.equal(regions[16].reshape(4, 4)[1:3, 1:3], torch.ones(2, 2))
+    branches = [attention.processor.id_branch for attention in pulid_pipeline.id_attentions]
+    # Every cross-attention has the mask on its own grid: the latent (64 / 8 = 8) halved at each level.
+    for branch in branches:
+        side = 8 >> branch.level
+        assert branch.region.shape == (1, 1, side * side, 1)
+    grid = next(b.region for b in branches if b.level == 1).reshape(4, 4)
+    # The mask's centre square, and nothing around it.
+    assert torch.equal(grid[1:3, 1:3], torch.ones(2, 2)) and grid.sum() == 4
+    assert {branch.level for branch in branches} == {1, 2}
     # Text-to-image next: no region is left behind.
     pulid_pipeline.prepare(pulid_request(pulid_pipeline))
-    assert pulid_pipeline.id_attentions[0].processor.id_branch.regions is None
+    assert all(branch.region is None for branch in branches)
 
 
 def test_mask_regions_average_each_tokens_pixels():
@@ -176,8 +179,8 @@ def test_mask_regions_average_each_tokens_pixels():
             cross_attention_dim=32,
         )
     regions = mask_regions(mask, unet, CPU)
-    assert sorted(regions) == [12, 48]
-    level0 = regions[48].reshape(6, 8)
+    assert [region.shape[1] for region in regions] == [48, 12]
+    level0 = regions[0].reshape(6, 8)
     assert torch.equal(level0[:, :4], torch.ones(6, 4)) and torch.equal(level0[:, 4:], torch.zeros(6, 4))
 
 

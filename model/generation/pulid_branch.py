@@ -50,23 +50,37 @@ def attach_id_branches(unet, attention_state: dict[str, torch.Tensor]) -> tuple:
         if not isinstance(attention.processor, IPAttnProcessorWithPrecomputedKV):
             kind = type(attention.processor).__name__
             raise TypeError(f"{layer.processor_name} is {kind}, not an IP-Adapter processor")
-        attention.processor.id_branch = branches[layer.processor_name]
+        branch = branches[layer.processor_name]
+        # The token grid this layer sees: its level (how many times the latent was halved).
+        branch.level = unet_level(layer.processor_name, len(unet.config.block_out_channels))
+        attention.processor.id_branch = branch
         attentions.append(attention)
     return tuple(attentions)
 
 
-def mask_regions(mask: Image.Image, unet, device: torch.device) -> dict[int, torch.Tensor]:
-    """The inpainting mask ("L", white = regenerate) on every token grid of the UNet: token count ->
-    [1, tokens, 1] in [0, 1], the share of each token's pixels to regenerate (area averaging).
+def unet_level(name: str, levels: int) -> int:
+    """A UNet module's resolution level from its name: down_blocks.i -> i, mid_block -> the lowest,
+    up_blocks.j -> levels - 1 - j (the up path mirrors the down path)."""
+    block, _, rest = name.partition(".")
+    if block == "mid_block":
+        return levels - 1
+    index = int(rest.split(".", 1)[0])
+    return index if block == "down_blocks" else levels - 1 - index
+
+
+def mask_regions(mask: Image.Image, unet, device: torch.device) -> list[torch.Tensor]:
+    """The inpainting mask ("L", white = regenerate) on the token grid of every level of the UNet (index:
+    the level), each [1, tokens, 1] in [0, 1]: the share of each token's pixels to regenerate (area
+    averaging).
 
     The latent is the image / 8; each down block halves it (stride-2 convolutions round up).
     """
     weights = torch.from_numpy(np.asarray(mask.convert("L"), dtype=np.float32) / 255.0)[None, None]
     height, width = -(-mask.height // 8), -(-mask.width // 8)
-    regions = {}
+    regions = []
     for _ in unet.config.block_out_channels:
         grid = F.interpolate(weights, size=(height, width), mode="area")
-        regions[height * width] = grid.reshape(1, height * width, 1).to(device=device, dtype=unet.dtype)
+        regions.append(grid.reshape(1, height * width, 1).to(device=device, dtype=unet.dtype))
         height, width = -(-height // 2), -(-width // 2)
     return regions
 
@@ -85,6 +99,7 @@ def set_id_branches(
     tokens = tokens.to(device=device, dtype=unet.dtype)
     regions = mask_regions(settings.mask_image, unet, device) if settings.mask_image is not None else None
     for attention in attentions:
-        attention.processor.id_branch.precompute(
-            attention, tokens, settings.adapters.zero_tokens, settings.adapters.id_scale, regions
-        )
+        branch = attention.processor.id_branch
+        region = regions[branch.level] if regions is not None else None
+        adapters = settings.adapters
+        branch.precompute(attention, tokens, adapters.zero_tokens, adapters.id_scale, region)

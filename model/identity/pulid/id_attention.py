@@ -56,8 +56,8 @@ class PuLIDAttnProcessor(nn.Module):
         # (ID keys, ID values times id_scale, selector values), each [B, heads, 32 + num_zero, d].
         self.key_values: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         self.id_scale = DEFAULT_ID_SCALE
-        # Token count N -> [B, N, 1] region weights, shared by all the layers of a UNet; None: everywhere.
-        self.regions: dict[int, torch.Tensor] | None = None
+        # This layer's inpainting region, [B, 1, N, 1] (1 = regenerate); None: everywhere.
+        self.region: torch.Tensor | None = None
 
     def precompute(
         self,
@@ -65,14 +65,16 @@ class PuLIDAttnProcessor(nn.Module):
         id_tokens: torch.Tensor,
         num_zero: int,
         id_scale: float,
-        regions: dict[int, torch.Tensor] | None = None,
+        region: torch.Tensor | None = None,
     ) -> None:
         """Set one call's ID keys and values from id_tokens [B, 32, 2048] (B: the UNet's batch, the null ID
         in the unconditional rows), with num_zero zero tokens appended, as the reference does.
 
         Also computed once here, so that each step runs the fewest operators (see add_id): the values
         times id_scale, and the "selector" values whose attention (at unscaled logits) is the attention
-        mass on the first 5 ID tokens minus 1, over the heads. regions: token count N -> [1, N, 1].
+        mass on the first 5 ID tokens minus 1, over the heads. region: this layer's inpainting region on
+        its token grid, [1 or B, N, 1] (1 = regenerate); None: the whole image. One tensor per layer, not a
+        lookup by N at each step: a compiled block would specialise on N.
         """
         zeros = id_tokens.new_zeros(id_tokens.shape[0], num_zero, id_tokens.shape[-1])
         tokens = torch.cat((id_tokens, zeros), dim=1)
@@ -87,14 +89,12 @@ class PuLIDAttnProcessor(nn.Module):
         selector[:, :, :ORTHO_V2_LEADING_TOKENS] = 0.0
         self.key_values = (key, value * id_scale, selector)
         self.id_scale = id_scale
-        self.regions = (
-            {n: region.unsqueeze(1) for n, region in regions.items()} if regions is not None else None
-        )
+        self.region = region.unsqueeze(1) if region is not None else None
 
     def forget(self) -> None:
-        """Drop the call's keys, values and regions (the next call sets its own)."""
+        """Drop the call's keys, values and region (the next call sets its own)."""
         self.key_values = None
-        self.regions = None
+        self.region = None
 
     def __call__(
         self,
@@ -169,9 +169,9 @@ class PuLIDAttnProcessor(nn.Module):
         mass_minus_one = mass_minus_one.sum(dim=1, keepdim=True).to(torch.float32)
         coefficient = (text * id_out).sum(dim=2, keepdim=True) / (text * text).sum(dim=2, keepdim=True)
         gain = mass_minus_one * coefficient
-        if self.regions is None:
+        if self.region is None:
             return torch.addcmul(text, text, gain).add_(id_out).to(orig_dtype)
         # The whole branch times the region (the projection's coefficient is over all tokens, as in the
         # reference): text + region * (id_out_s + gain * text).
-        region = self.regions[text.shape[2]].to(torch.float32)
+        region = self.region.to(torch.float32)
         return torch.addcmul(text, region, torch.addcmul(id_out, text, gain)).to(orig_dtype)
