@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from model.errors import WeightsError
 from model.prompting import rewriter as rewriter_module
+from model.prompting.fallback_model import converted_folder, save_converted
 from model.prompting.guard_rails import RewriteError, chat_reason, check_rewrite, clean, subject_kept
 from model.prompting.magic_prompt import magic_prompt
 from model.prompting.magic_prompt_config import config
@@ -309,6 +311,28 @@ def test_setup_names_the_install_command_when_no_model_is_available(monkeypatch,
 
 
 # ---------------------------------------------------------------- the fallback model, for real
+
+
+@pytest.mark.slow
+def test_the_converted_fallback_holds_the_gguf_tensors_and_tokenizer(fallback_rewriter, tmp_path):
+    """The folder the first load saves (model/prompting/fallback_model.py) against the GGUF itself: the same
+    tensors bit for bit, the same token ids; and a folder that cannot be written leaves the load as it was."""
+    gguf = rewriter_module.fallback_gguf()
+    dtype = fallback_rewriter.model.dtype
+    folder = converted_folder(gguf, dtype)
+    assert folder.is_dir(), "the session's first load converts the GGUF"
+    from_gguf = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=dtype)
+    from_folder = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
+    expected, actual = from_gguf.state_dict(), from_folder.state_dict()
+    assert expected.keys() == actual.keys()
+    assert all(torch.equal(expected[key], actual[key]) for key in expected)
+    text = "a knight with a red umbrella, 'quoted' — and UTF-8: ça va"
+    gguf_tokens = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)(text)["input_ids"]
+    assert AutoTokenizer.from_pretrained(folder)(text)["input_ids"] == gguf_tokens
+    # Not writable (a file where the folder's parent should be; permissions would not stop root).
+    not_a_folder = tmp_path / "not-a-folder"
+    not_a_folder.write_text("")
+    assert save_converted(from_gguf, fallback_rewriter.tokenizer, not_a_folder / "converted") is None
 
 
 @pytest.fixture(scope="module")

@@ -34,6 +34,7 @@ from transformers import (
 )
 
 from model.errors import WeightsError
+from model.prompting.fallback_model import converted_folder, save_converted
 from model.prompting.guard_rails import RewriteError, check_rewrite, clean
 from model.prompting.magic_prompt_config import MagicPromptConfig, config
 from model.weights.layout import WeightsLayout
@@ -124,6 +125,7 @@ class PromptRewriter:
     def load(cls, layout: WeightsLayout, device: torch.device) -> PromptRewriter:
         """The production LLM when the weights folder has one, else the SmolLM2 GGUF fallback."""
         dtype = llm_dtype(device)
+        convert_to = None
         if (layout.prompt_model / "config.json").is_file():
             source, kwargs = layout.prompt_model, {}
             name = f"production model in {layout.prompt_model}"
@@ -137,10 +139,18 @@ class PromptRewriter:
                 )
             source, kwargs = gguf.parent, {"gguf_file": gguf.name}
             name = f"fallback SmolLM2-135M-Instruct ({gguf.name})"
+            converted = converted_folder(gguf, dtype)
+            if converted.is_dir():
+                source, kwargs = converted, {}
+                name += ", converted at its first load"
+            else:
+                convert_to = converted
         started = time.perf_counter()
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs).to(device)
         log.info("Magic prompt: loaded the %s in %.1f s", name, time.perf_counter() - started)
+        if convert_to is not None and save_converted(model, tokenizer, convert_to) is not None:
+            log.info("Magic prompt: saved the de-quantized fallback in %s for the next loads", convert_to)
         rewriter = cls(model, tokenizer, name, static_cache=device.type == "cuda")
         if rewriter.static_cache is not None:
             rewriter.warm_up_or_fall_back()
