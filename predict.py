@@ -12,6 +12,7 @@ from cog import BaseRunner, Input, Path
 from model.errors import reported_failures
 from model.inputs.request import build_request
 from model.logs import configure_logging
+from model.memory import freeze_long_lived_objects
 from model.options import ServiceOptions
 from model.service import CharacterService
 from model.weights.url import fetch_weights_if_configured
@@ -46,6 +47,8 @@ class Predictor(BaseRunner):
         # Only with WEIGHTS_URL set, and only when the folder is missing or incomplete (model/weights/url.py).
         fetch_weights_if_configured(options.weights_dir, options.weights_url, options.weights_sha256)
         self.service = CharacterService.load(options.weights_dir, options)
+        # Last: everything setup built lives as long as the server; no request's collection scans it again.
+        freeze_long_lived_objects()
 
     def run(
         self,
