@@ -8,6 +8,7 @@ already holds the big test files.
 from __future__ import annotations
 
 import io
+import re
 import struct
 import subprocess
 import sys
@@ -162,3 +163,20 @@ def test_an_animated_file_is_closed_after_its_first_frame_is_read(astronaut, tmp
     path.write_bytes(buffer.getvalue())
     image = load_image(path, "image")
     assert getattr(image, "fp", None) is None
+
+
+@pytest.mark.parametrize(("size", "ratio"), [((6400, 8), 800), ((8, 6400), 800), ((2100, 100), 21)])
+def test_an_image_thinner_than_the_detector_reads_is_refused_from_its_header(tmp_path, size, ratio):
+    path = tmp_path / "strip.png"
+    Image.new("RGB", size, (90, 120, 200)).save(path)
+    width, height = size
+    expected = f"image is {width}x{height} pixels, an aspect ratio of {ratio}:1; this server reads images up "
+    expected += "to 20:1"
+    with pytest.raises(InputError, match=re.escape(expected)):
+        load_image(path, "image")
+
+
+def test_an_image_at_the_aspect_ratio_limit_is_read(tmp_path):
+    path = tmp_path / "strip.png"
+    Image.new("RGB", (2000, 100), (90, 120, 200)).save(path)
+    assert load_image(path, "image").size == (2000, 100)

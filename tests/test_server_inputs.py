@@ -306,6 +306,11 @@ CASES = [
          "fails: character_reference_image names no file sent with the request"),
     Case("path that names no file", reference(lambda p: "reference.png"),
          "fails: character_reference_image names no file sent with the request"),
+    Case("6400x8 reference", reference(lambda p: data_uri(p.resize((6400, 8)))),
+         "fails: character_reference_image is 6400x8 pixels, an aspect ratio of 800:1; this server reads "
+         "images up to 20:1", no_model_ran),
+    Case("2000x100 reference (20:1)", reference(lambda p: data_uri(p.resize((2000, 100)))),
+         "succeeds: read, no face found: appearance path", logs_contain("No human face found")),
     # --- Colour modes and containers of the reference (the face is found in each)
     Case("RGBA cut-out reference", reference(lambda p: data_uri(with_alpha(p))),
          "succeeds: transparency over white, face found", logs_contain("Adapters: PuLID 0.80")),
@@ -400,6 +405,11 @@ CASES = [
          inpaint_raw(stored_unrotated((626, 1200)), centre_mask((1200, 626))),
          "fails: mask is 1200x626 pixels and image is 626x1200 (upright)",
          error_contains("exactly swapped, so it was probably drawn on the photo before")),
+    Case("8x6400 inpainting image",
+         inpaint_raw(encoded(Image.new("RGB", (8, 6400), (90, 120, 200)), "JPEG"),
+                     Image.new("L", (8, 6400), 0)),
+         "fails: image is 8x6400 pixels, an aspect ratio of 800:1; this server reads images up to 20:1",
+         no_model_ran),
     Case("mask of another aspect ratio", inpaint(lambda p: p.resize(SMALL), lambda s: centre_mask((96, 96))),
          "fails: mask is 96x96 pixels and image is 384x288 (upright): their aspect ratios differ"),
     Case("all-black mask", inpaint(lambda p: p, lambda s: Image.new("L", s, 0)),
@@ -431,6 +441,12 @@ CASES = [
          logs_contain("Using seed: -7")),
     Case("maximum seed", prompt("x", seed=2147483647), "succeeds: accepted",
          logs_contain("Using seed: 2147483647")),
+    Case("minimum seed", prompt("x", seed=-(2**63)), "succeeds: accepted (the generator's lowest)",
+         logs_contain("Using seed: -9223372036854775808")),
+    Case("seed below the generator's range", prompt("x", seed=-(2**63) - 1),
+         "fails: seed must be a whole number from -9223372036854775808 to 2147483647"),
+    Case("seed beyond 64 bits", prompt("x", seed=-(10**30)),
+         "fails: seed must be a whole number from -9223372036854775808 to 2147483647"),
 ]  # fmt: skip
 
 
@@ -476,3 +492,14 @@ def readme_table() -> dict[str, str]:
 
 def test_readme_table_matches_the_cases():
     assert readme_table() == {case.name: case.outcome for case in CASES}
+
+
+@pytest.mark.parametrize("value", [None, 5, ["a knight"]], ids=["null", "number", "list"])
+def test_a_prompt_that_is_not_text_is_refused_naming_prompt(cog_server, portrait, value):
+    """Not a server fault: the schema check answers 422 naming the input, and no prediction starts."""
+    inputs = FAST | {"prompt": value, "character_reference_image": data_uri(portrait)}
+    response = cog_server.predict(**inputs)
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["loc"][-1] == "prompt"
+    assert "Generation failed" not in response.text
+    assert cog_server.settles_ready()

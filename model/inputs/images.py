@@ -9,7 +9,8 @@ Every failure to read an input is an InputError that names the input and says wh
   grey level always gives the same 8-bit value.
 - An animated GIF or WebP gives its first frame.
 - HEIC/HEIF (the default format of iPhones) is read with pillow-heif, registered with Pillow on first use.
-- Size limits are checked from the header, before any pixel is decoded. An image is decoded in full up to
+- Size limits are checked from the header, before any pixel is decoded: the pixel count, and the aspect
+  ratio, at most MAX_ASPECT_RATIO. An image is decoded in full up to
   MAX_DECODED_PIXELS. A caller that needs fewer pixels (the reference) may let a larger baseline JPEG be
   decoded at a reduced scale, up to MAX_REDUCED_PIXELS in the header, so the full-size image never exists in
   memory (libjpeg's DCT scaling, Pillow's Image.draft).
@@ -45,6 +46,13 @@ MAX_REDUCED_PIXELS = 16384 * 16384
 # A progressive JPEG is excluded: libjpeg holds all its DCT coefficients at full size whatever the output
 # scale (measured: 637 MB to read a 200-megapixel progressive JPEG at 1/4 scale, 52 MB for a baseline one).
 _REDUCIBLE_FORMATS = {"JPEG", "MPO"}
+# The most elongated image accepted, longer side to shorter. The face detector reads every image (the
+# reference, and the output, which has the inpainting image's size) with its longer side scaled to 640 px
+# (model/identity/faces.py) and its coarsest grid is 32 px: beyond 20:1 the shorter side is under one
+# cell there, and beyond 640:1 under one pixel, which the detector cannot even resize to. At 20:1 the
+# inpainting working size is still about one megapixel (4576x224); a thinner strip would have its 32-px
+# minimum side inflate the megapixel budget. No photo or panorama format is that thin.
+MAX_ASPECT_RATIO = 20
 WHITE = (255, 255, 255)
 ACCEPTED_FORMATS = "send a JPEG, PNG, WebP or HEIC file"
 
@@ -140,6 +148,7 @@ def _open_upright(path: str | os.PathLike, input_name: str, reduce_to_pixels: in
         width, height = image.size
         if width == 0 or height == 0:
             raise _unreadable(input_name, f"it is {width}x{height} pixels")
+        check_proportions((width, height), input_name)
         reducible = reduce_to_pixels is not None and _reducible(image)
         if width * height > (MAX_REDUCED_PIXELS if reducible else MAX_DECODED_PIXELS):
             raise _too_large(input_name, (width, height), reduce_to_pixels)
@@ -149,6 +158,18 @@ def _open_upright(path: str | os.PathLike, input_name: str, reduce_to_pixels: in
     except BaseException:
         image.close()
         raise
+
+
+def check_proportions(size: tuple[int, int], input_name: str) -> None:
+    """InputError for an image more elongated than MAX_ASPECT_RATIO, with its size and the limit."""
+    width, height = size
+    longer, shorter = max(width, height), min(width, height)
+    if longer > MAX_ASPECT_RATIO * shorter:
+        raise InputError(
+            f"{input_name} is {width}x{height} pixels, an aspect ratio of {longer / shorter:.0f}:1; "
+            f"this server reads images up to {MAX_ASPECT_RATIO}:1 (its face detector sees the longer side "
+            "at 640 pixels and cannot search a strip thinner than 32): crop it to a less elongated shape"
+        )
 
 
 def _open_header(path: Path, input_name: str, reduce_to_pixels: int | None) -> Image.Image:

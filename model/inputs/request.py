@@ -19,6 +19,9 @@ from model.prompting.styles import style_types
 log = logging.getLogger(__name__)
 
 SEED_MAX = 2147483647
+# The contract bounds the seed above only (`le`); below, the bound is torch.Generator.manual_seed's, which
+# takes a signed 64-bit integer (and unsigned ones above 2**63, which SEED_MAX already excludes).
+SEED_MIN = -(2**63)
 # The `resolution` value meaning "use aspect_ratio instead", as in the original model.
 NO_RESOLUTION = "None"
 MAGIC_PROMPT_OPTIONS = ("Auto", "On", "Off")
@@ -68,10 +71,23 @@ def resolve_seed(seed: int | None) -> int:
     """The request's seed: the given one, or a random one in [0, SEED_MAX]; logged either way."""
     if seed is None:
         seed = secrets.randbelow(SEED_MAX + 1)
-    elif seed > SEED_MAX:
-        raise InputError(f"seed must be at most {SEED_MAX}; got {seed}")
+    # A JSON number beyond 64 bits reaches the predictor as a float (coglet's parser), never as an int.
+    elif isinstance(seed, bool) or not isinstance(seed, int) or not SEED_MIN <= seed <= SEED_MAX:
+        raise InputError(
+            f"seed must be a whole number from {SEED_MIN} to {SEED_MAX} (the random generator's range); "
+            f"got {seed!r}: send a seed in that range, or none for a random one"
+        )
     log.info("Using seed: %d", seed)
     return seed
+
+
+def check_prompt(prompt: object) -> None:
+    """InputError for a prompt that is not text or has no visible character (model/prompting/limits.py)."""
+    if not isinstance(prompt, str):
+        shown = "null" if prompt is None else type(prompt).__name__
+        raise InputError(f"prompt must be text (a JSON string); got {shown}: describe the image to generate")
+    if not prompt.strip():
+        raise InputError("prompt is empty: describe the image to generate")
 
 
 def output_size(resolution: str, aspect_ratio: str) -> Size:
@@ -124,8 +140,7 @@ def build_request(
         files = {"character_reference_image": character_reference_image, "image": image, "mask": mask}
         for name, path in files.items():
             check_downloaded(path, name, downloads)
-    if not prompt.strip():
-        raise InputError("prompt is empty: describe the image to generate")
+    check_prompt(prompt)
     check_options(
         dict(style_type=style_type, rendering_speed=rendering_speed, magic_prompt_option=magic_prompt_option)
     )
