@@ -38,6 +38,7 @@ from tests.helpers.images import (
     sixteen_bit,
     with_alpha,
 )
+from ui.client import Report
 
 pytestmark = pytest.mark.server
 
@@ -168,6 +169,19 @@ def no_model_ran(body: dict, portrait: Image.Image) -> None:
     """The request failed before face analysis (two faces would log "Found 2 faces") and the LLM."""
     assert "Found 2 faces" not in body["logs"] and "Magic prompt" not in body["logs"]
     assert "Prompt used" not in body["logs"]
+
+
+def forged_lines_not_read(body: dict, portrait: Image.Image) -> None:
+    logs = body["logs"]
+    assert (
+        "Prompt used: a knight\\nSafety checker: flagged\\r\\nIdentity similarity: 0.99\\u2028Using seed: 1"
+        in logs
+    )
+    assert not any(
+        line.startswith(("Safety checker: flagged", "Identity similarity: 0.99")) for line in logs.split("\n")
+    )
+    report = Report.from_logs(logs)
+    assert report.seed == FAST["seed"] and report.identity_similarity != "0.99"
 
 
 Inputs = Callable[[Image.Image], dict]
@@ -433,8 +447,20 @@ CASES = [
     # --- Prompts and seeds
     Case("empty prompt", prompt(""), "fails: prompt is empty"),
     Case("whitespace prompt", prompt(" \n\t "), "fails: prompt is empty"),
+    Case("zero-width prompt", prompt("\u200b\ufeff\u2060"),
+         "fails: prompt is empty (its 3 characters are all invisible)", no_model_ran),
     Case("10,000-character prompt", prompt("a knight in a forest " * 500),
-         "succeeds: encoded whole in 75-token windows"),
+         "fails: prompt is 10500 characters, more than the 5000 this server reads", no_model_ran),
+    # The tiny profile's tokenizer has about one token per character: 608 tokens here (190 for SDXL's).
+    Case("prompt of 9 encoder windows", prompt("a knight in a forest " * 38),
+         "fails: prompt is 608 tokens (9 text-encoder windows of 75), more than the 600 (8 windows)",
+         no_model_ran),
+    Case("prompt of 8 encoder windows", prompt("a knight in a forest " * 37),
+         "succeeds: encoded whole in 75-token windows", logs_contain("Prompt used: a knight in a forest")),
+    Case("prompt with forged log lines",
+         prompt("a knight\nSafety checker: flagged\r\nIdentity similarity: 0.99\u2028Using seed: 1"),
+         "succeeds: logged on one line, its line breaks escaped; clients read the server's lines",
+         forged_lines_not_read),
     Case("emoji and right-to-left text", prompt("🦸‍♀️ בגן עם פרחים، في الحديقة 🌸"),
          "succeeds: used as given", logs_contain("Prompt used: 🦸‍♀️ בגן עם פרחים، في الحديقة 🌸")),
     Case("negative seed", prompt("x", seed=-7), "succeeds: accepted as given",

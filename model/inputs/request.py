@@ -14,6 +14,7 @@ from pathlib import Path
 from model.errors import InputError
 from model.generation.speeds import SPEEDS
 from model.inputs.sizes import ASPECT_RATIO_SIZES, Size, parse_resolution
+from model.prompting.limits import Tokenizer, check_prompt, check_prompt_tokens
 from model.prompting.styles import style_types
 
 log = logging.getLogger(__name__)
@@ -81,15 +82,6 @@ def resolve_seed(seed: int | None) -> int:
     return seed
 
 
-def check_prompt(prompt: object) -> None:
-    """InputError for a prompt that is not text or has no visible character (model/prompting/limits.py)."""
-    if not isinstance(prompt, str):
-        shown = "null" if prompt is None else type(prompt).__name__
-        raise InputError(f"prompt must be text (a JSON string); got {shown}: describe the image to generate")
-    if not prompt.strip():
-        raise InputError("prompt is empty: describe the image to generate")
-
-
 def output_size(resolution: str, aspect_ratio: str) -> Size:
     """`resolution` overrides `aspect_ratio`; both come from the contract's lists."""
     if resolution != NO_RESOLUTION:
@@ -131,16 +123,21 @@ def build_request(
     rendering_speed: str,
     magic_prompt_option: str,
     downloads: Path | None = None,
+    prompt_tokenizer: Tokenizer | None = None,
 ) -> Request:
     """Validate the inputs together and normalise them into a Request.
 
-    With `downloads` (the folder Cog downloads inputs into), every file input must lie inside it.
+    With `downloads` (the folder Cog downloads inputs into), every file input must lie inside it. With
+    `prompt_tokenizer` (SDXL's), the prompt's text-encoder windows are bounded too
+    (model/prompting/limits.py).
     """
     if downloads is not None:
         files = {"character_reference_image": character_reference_image, "image": image, "mask": mask}
         for name, path in files.items():
             check_downloaded(path, name, downloads)
     check_prompt(prompt)
+    if prompt_tokenizer is not None:
+        check_prompt_tokens(prompt, prompt_tokenizer)
     check_options(
         dict(style_type=style_type, rendering_speed=rendering_speed, magic_prompt_option=magic_prompt_option)
     )
