@@ -158,6 +158,47 @@ def drawing_with_transparency(size: tuple[int, int]) -> Image.Image:
     return mask
 
 
+def brush_strokes(size: tuple[int, int], opacity: int = 255) -> Image.Image:
+    """A paint tool's brush layer: black strokes on a transparent layer (Gradio's image editor exports so)."""
+    layer = Image.new("RGBA", size, (0, 0, 0, 0))
+    w, h = size
+    draw = ImageDraw.Draw(layer)
+    draw.line((w // 8, h // 2, 7 * w // 8, h // 2), fill=(0, 0, 0, opacity), width=12)
+    draw.ellipse((w // 3, h // 4, 2 * w // 3, 3 * h // 4), fill=(0, 0, 0, opacity))
+    return layer
+
+
+def keeps_the_unpainted_pixels(opacity: int) -> Callable:
+    """A brush layer: the strokes regenerated, every transparent pixel kept byte for byte."""
+
+    def check(body: dict, portrait: Image.Image) -> None:
+        assert "Mask read as a paint tool's brush layer" in body["logs"]
+        original = portrait.resize(SMALL)
+        output = decode_image(body["output"])
+        painted = np.asarray(brush_strokes(SMALL, opacity).getchannel("A")) > 0
+        assert np.array_equal(pixels(output)[~painted], pixels(original)[~painted])
+        assert not np.array_equal(pixels(output)[painted], pixels(original)[painted])
+
+    return check
+
+
+def thin_stroke(size: tuple[int, int]) -> Image.Image:
+    """A 2-pixel stroke on a white mask drawn at four times the image's size."""
+    mask = Image.new("L", (4 * size[0], 4 * size[1]), 255)
+    mask.paste(0, (size[0], 2 * size[1], 3 * size[0], 2 * size[1] + 2))
+    return mask
+
+
+def keeps_all_but_the_thin_stroke(body: dict, portrait: Image.Image) -> None:
+    original, output = pixels(portrait.resize(SMALL)), pixels(decode_image(body["output"]))
+    row = SMALL[1] // 2
+    assert not np.array_equal(
+        output[row, SMALL[0] // 4 : 3 * SMALL[0] // 4], original[row, SMALL[0] // 4 : 3 * SMALL[0] // 4]
+    )
+    assert np.array_equal(output[: row - 1], original[: row - 1])
+    assert np.array_equal(output[row + 2 :], original[row + 2 :])
+
+
 def error_contains(text: str) -> Callable:
     def check(body: dict, portrait: Image.Image) -> None:
         assert text in body["error"], body["error"]
@@ -408,6 +449,18 @@ CASES = [
          lambda p: inpaint(lambda q: q.resize(SMALL), lambda s: erased_photo(p.resize(SMALL)))(p),
          "succeeds: OpenAI's convention, logged: the erased area regenerated, the rest kept exactly",
          keeps_opaque_pixels(lambda p: p.resize(SMALL), erased_photo)),
+    Case("brush layer from a paint tool", inpaint(lambda p: p.resize(SMALL), brush_strokes),
+         "succeeds: read as a brush layer, logged: the strokes regenerated, transparent pixels kept exactly",
+         keeps_the_unpainted_pixels(255)),
+    Case("half-transparent brush layer", inpaint(lambda p: p.resize(SMALL), lambda s: brush_strokes(s, 128)),
+         "succeeds: read as a brush layer, logged: the strokes regenerated, transparent pixels kept exactly",
+         keeps_the_unpainted_pixels(128)),
+    Case("fully transparent mask",
+         inpaint(lambda p: p.resize(SMALL), lambda s: Image.new("RGBA", s, (0, 0, 0, 0))),
+         "fails: mask is fully transparent: as a paint tool's layer it has no strokes", no_model_ran),
+    Case("2-pixel stroke on a mask at 4x the image's size", inpaint(lambda p: p.resize(SMALL), thin_stroke),
+         "succeeds: the stroke regenerated (any regenerated pixel keeps its area), the rest kept exactly",
+         keeps_all_but_the_thin_stroke),
     Case("grey ramp mask", inpaint(lambda p: p.resize(SMALL), grey_ramp),
          "fails: mask is not a black-and-white image"),
     Case("photo as mask", lambda p: inpaint(lambda q: q.resize(SMALL), lambda s: p.resize(SMALL))(p),
