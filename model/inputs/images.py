@@ -30,9 +30,10 @@ from pathlib import Path
 
 import numpy as np
 import pillow_heif
-from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from model.errors import InputError
+from model.inputs.gif import first_frame_alone
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,12 @@ MAX_REDUCED_PIXELS = 16384 * 16384
 # A progressive JPEG is excluded: libjpeg holds all its DCT coefficients at full size whatever the output
 # scale (measured: 637 MB to read a 200-megapixel progressive JPEG at 1/4 scale, 52 MB for a baseline one).
 _REDUCIBLE_FORMATS = {"JPEG", "MPO"}
+# PNG metadata read, decompressed: a text or ICC chunk up to MAX_METADATA_CHUNK (Pillow's default, 1 MiB, is
+# exceeded by the workflows and parameters that image generators and editors embed, and by large LUT ICC
+# profiles), and all text chunks together up to MAX_METADATA (Pillow's default). Both are held in memory
+# while the file is read, so they stay bounded; a larger file is refused naming them.
+MAX_METADATA_CHUNK = 16 * 2**20
+MAX_METADATA = 64 * 2**20
 # The most elongated image accepted, longer side to shorter. The face detector reads every image (the
 # reference, and the output, which has the inpainting image's size) with its longer side scaled to 640 px
 # (model/identity/faces.py) and its coarsest grid is 32 px: beyond 20:1 the shorter side is under one
@@ -128,16 +135,19 @@ def _unreadable(input_name: str, reason: str) -> InputError:
 
 @cache
 def _register_formats() -> None:
-    """Teach Pillow, once per process, what the limits above assume: HEIF files and large headers.
+    """Teach Pillow, once per process, what the limits above assume: HEIF files, large headers and metadata.
 
     Pillow's decompression-bomb check (Image.MAX_IMAGE_PIXELS, by default 89 megapixels, an error above
     twice that) would refuse a 200-megapixel JPEG before its header can be read. The checks of this module
     replace it: they refuse anything over MAX_REDUCED_PIXELS from the header, so Pillow's limit is raised
-    to that and still stops anything larger that reaches Pillow another way. Both settings are Pillow's
-    process-wide registries; they are set here, on the first image read, rather than at import time.
+    to that and still stops anything larger that reaches Pillow another way. Likewise its PNG metadata
+    bounds are set to MAX_METADATA_CHUNK and MAX_METADATA. These settings are Pillow's process-wide
+    registries; they are set here, on the first image read, rather than at import time.
     """
     pillow_heif.register_heif_opener()
     Image.MAX_IMAGE_PIXELS = MAX_REDUCED_PIXELS
+    PngImagePlugin.MAX_TEXT_CHUNK = MAX_METADATA_CHUNK
+    PngImagePlugin.MAX_TEXT_MEMORY = MAX_METADATA
 
 
 def _open_upright(path: str | os.PathLike, input_name: str, reduce_to_pixels: int | None) -> Image.Image:
@@ -184,7 +194,17 @@ def _open_header(path: Path, input_name: str, reduce_to_pixels: int | None) -> I
     if path.stat().st_size == 0:
         raise _unreadable(input_name, "the file is empty")
     try:
-        return Image.open(path)
+        rewritten = first_frame_alone(path, MAX_DECODED_PIXELS)
+        if rewritten is None:
+            return Image.open(path)
+        data, layout = rewritten
+        log.info(
+            "Read %s (a GIF whose logical screen is %dx%d) as its first frame: %dx%d",
+            input_name,
+            *layout.screen,
+            *layout.frame,
+        )
+        return Image.open(data)
     except UnidentifiedImageError:
         raise _unreadable(input_name, "not an image format this server reads") from None
     except Image.DecompressionBombError:
@@ -192,8 +212,19 @@ def _open_header(path: Path, input_name: str, reduce_to_pixels: int | None) -> I
     except PermissionError:
         raise  # the server's file handling, not the user's image
     except (OSError, SyntaxError, ValueError) as error:
+        _raise_if_metadata_too_large(error, input_name)
         # Pillow reports a recognised but broken header this way ("Truncated File Read", "broken PNG file").
         raise _unreadable(input_name, f"the file is corrupt: {error}") from None
+
+
+def _raise_if_metadata_too_large(error: Exception, input_name: str) -> None:
+    """InputError naming the metadata bound when Pillow refused a PNG's text or ICC chunk for its size."""
+    if "MAX_TEXT_CHUNK" in str(error) or "MAX_TEXT_MEMORY" in str(error):
+        raise InputError(
+            f"{input_name} carries metadata (a PNG text chunk or ICC profile) larger than this server reads "
+            f"({MAX_METADATA_CHUNK // 2**20} MiB a chunk, {MAX_METADATA // 2**20} MiB in all, decompressed): "
+            "save it again without its metadata"
+        ) from None
 
 
 def _decode_upright(image: Image.Image, input_name: str) -> Image.Image:
@@ -212,6 +243,7 @@ def _decode_upright(image: Image.Image, input_name: str) -> Image.Image:
         # resets the EXIF orientation to 1, so nothing is turned twice.
         ImageOps.exif_transpose(image, in_place=True)
     except (OSError, SyntaxError, ValueError) as error:
+        _raise_if_metadata_too_large(error, input_name)
         # Pillow reports truncated and corrupt data as OSError ("image file is truncated"), and some
         # plugins as SyntaxError or ValueError.
         raise _unreadable(input_name, f"the file is truncated or corrupt: {error}") from None
