@@ -1,6 +1,7 @@
 """Request normalisation: each rule of the contract that needs no model, one case per row."""
 
 import logging
+import math
 from pathlib import Path
 
 import pytest
@@ -153,3 +154,16 @@ def test_file_inputs_must_be_files_cog_downloaded(tmp_path):
     for outside in (Path("/etc/hostname"), downloads / ".." / "secret.png", Path("reference.png"), nested):
         with pytest.raises(InputError, match=r"^mask names no file sent with the request .*data URI"):
             check_downloaded(outside, "mask", downloads)
+
+
+@pytest.mark.parametrize("ratio", [1, 3, 8, 20, 100, 1000, 5000])
+@pytest.mark.parametrize("round_up", [False, True])
+def test_the_working_size_is_capped_in_pixels_whatever_the_aspect_ratio(ratio, round_up):
+    for original in (Size(100 * ratio, 100), Size(7, 7 * ratio)):
+        size = working_size(original, round_up=round_up)
+        assert size.pixels <= 1.25 * 1024 * 1024
+        assert size.width % 32 == 0 and size.height % 32 == 0
+        if ratio <= 20:  # what the loader accepts: about one megapixel at the image's own aspect ratio
+            assert 0.9 <= size.pixels / (1024 * 1024) <= 1.15
+            # The shorter side, a multiple of 32, is at least 224 px: within 15% of the exact ratio.
+            assert abs(math.log((size.width / size.height) / (original.width / original.height))) < 0.15
