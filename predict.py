@@ -14,6 +14,7 @@ from model.inputs.request import build_request
 from model.logs import configure_logging
 from model.memory import freeze_long_lived_objects
 from model.options import ServiceOptions
+from model.prompting.limits import load_prompt_tokenizer
 from model.service import CharacterService
 from model.weights.url import fetch_weights_if_configured
 
@@ -47,6 +48,8 @@ class Predictor(BaseRunner):
         # Only with WEIGHTS_URL set, and only when the folder is missing or incomplete (model/weights/url.py).
         fetch_weights_if_configured(options.weights_dir, options.weights_url, options.weights_sha256)
         self.service = CharacterService.load(options.weights_dir, options)
+        # Counts the prompt's text-encoder windows before any model runs (model/prompting/limits.py).
+        self.prompt_tokenizer = load_prompt_tokenizer(self.service.layout.sdxl)
         # Last: everything setup built lives as long as the server; no request's collection scans it again.
         freeze_long_lived_objects()
 
@@ -117,5 +120,6 @@ class Predictor(BaseRunner):
                 magic_prompt_option=magic_prompt_option,
                 # Cog downloads URL and data-URI inputs into the temporary folder; no other file is read.
                 downloads=Path(tempfile.gettempdir()),
+                prompt_tokenizer=self.prompt_tokenizer,
             )
             return Path(self.service.generate(request, record_metric=self.record_metric))

@@ -63,7 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         while True:
             event = events.get(timeout=args.timeout)
-            logs = (event.get("logs") or "").splitlines()
+            # The server's lines end at "\n" alone: it writes every other line break escaped, so a
+            # prompt's "\r" or U+2028 is not a line of its own (str.splitlines would make it one).
+            text = event.get("logs") or ""
+            logs = text.removesuffix("\n").split("\n") if text else []
             for line in logs[seen_logs:]:
                 print(f"  log: {line}")
             seen_logs = max(seen_logs, len(logs))

@@ -1,8 +1,31 @@
-"""The server's log lines: plain messages on stdout, which Cog attaches to each prediction's logs."""
+"""The server's log lines: plain messages on stdout, which Cog attaches to each prediction's logs.
+
+One record is one line. Messages carry what users send (the prompt, the magic prompt's rewrite of it, file
+names), and clients read the logs line by line ("Identity similarity: 0.82", "Safety checker: flagged"),
+so every character that any common reader takes for a line break (Python's str.splitlines, JavaScript's
+multi-line regular expressions) is written escaped, as Python writes it in a string literal.
+"""
 
 import logging
 import sys
 import warnings
+
+# Every line boundary of str.splitlines: \n, \r, \v, \f, the file/group/record separators, NEL, and
+# Unicode's line and paragraph separators (the two that JavaScript's `m` flag adds to \n and \r).
+_LINE_BREAKS = {character: repr(character)[1:-1] for character in "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"}
+_ESCAPES = str.maketrans(_LINE_BREAKS)
+
+
+def one_line(text: str) -> str:
+    """`text` with every line break written as its escape ("\\n", "\\u2028"), so it stays one line."""
+    return text.translate(_ESCAPES)
+
+
+class OneLineFormatter(logging.Formatter):
+    """The bare message, its line breaks escaped; a traceback (exc_info) still follows on lines of its own."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return one_line(super().formatMessage(record))
 
 
 class _StdoutHandler(logging.StreamHandler):
@@ -28,7 +51,7 @@ def configure_logging() -> None:
     logger = logging.getLogger("model")
     if not any(isinstance(handler, _StdoutHandler) for handler in logger.handlers):
         handler = _StdoutHandler()
-        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler.setFormatter(OneLineFormatter("%(message)s"))
         logger.addHandler(handler)
     logger.setLevel(logging.INFO)
 

@@ -14,6 +14,7 @@ import sys
 import time
 
 import kubernetes_validate
+import psutil
 import pytest
 import requests
 import yaml
@@ -94,6 +95,35 @@ def test_the_service_and_autoscaler_point_at_the_deployment():
     assert service["ports"][0]["targetPort"] in [port["name"] for port in container()["ports"]]
     target = MANIFESTS["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]
     assert (target["kind"], target["name"]) == ("Deployment", MANIFESTS["Deployment"]["metadata"]["name"])
+
+
+def test_the_cog_port_is_reachable_only_from_labelled_clients():
+    # coglet serves an unauthenticated POST /shutdown on the prediction port (checked live below).
+    assert MANIFESTS["Service"]["spec"]["type"] == "ClusterIP"
+    assert not {"Ingress", "Gateway", "HTTPRoute"} & MANIFESTS.keys()
+    policy = MANIFESTS["NetworkPolicy"]["spec"]
+    labels = MANIFESTS["Deployment"]["spec"]["template"]["metadata"]["labels"]
+    assert policy["podSelector"]["matchLabels"].items() <= labels.items()
+    assert policy["policyTypes"] == ["Ingress"]
+    (rule,) = policy["ingress"]
+    # Every source is a pod selector with a label: no ipBlock, no empty selector that would admit all.
+    assert rule["from"] and all(source.keys() == {"podSelector"} for source in rule["from"])
+    assert all(source["podSelector"].get("matchLabels") for source in rule["from"])
+    assert [port["port"] for port in rule["ports"]] == [port["name"] for port in container()["ports"]]
+
+
+@pytest.mark.server
+def test_coglet_serves_an_unauthenticated_shutdown_on_the_prediction_port(tmp_path):
+    """Why the port must stay private: any client that reaches it can stop the server."""
+    with running_cog_server(tmp_path / "no-weights", tmp_path / "server.log") as server:
+        response = requests.post(f"{server.url}/shutdown", timeout=10)
+        assert response.status_code == 200
+        deadline = time.monotonic() + 30
+        while psutil.pid_exists(server.pid) and psutil.Process(server.pid).status() != "zombie":
+            assert time.monotonic() < deadline, "the server did not stop"
+            time.sleep(0.2)
+        with pytest.raises(requests.ConnectionError):
+            server.health()
 
 
 def test_the_startup_probe_allows_minutes_for_model_load():

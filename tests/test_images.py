@@ -8,6 +8,8 @@ already holds the big test files.
 from __future__ import annotations
 
 import io
+import logging
+import re
 import struct
 import subprocess
 import sys
@@ -18,9 +20,23 @@ from PIL import Image
 
 from model.errors import InputError
 from model.identity.reference import REFERENCE_INPUT, REFERENCE_PIXELS
-from model.inputs.images import MAX_DECODED_PIXELS, MAX_REDUCED_PIXELS, load_image, load_mask
+from model.inputs.images import (
+    MAX_DECODED_PIXELS,
+    MAX_METADATA_CHUNK,
+    MAX_REDUCED_PIXELS,
+    load_image,
+    load_mask,
+)
 from tests.helpers import ROOT
-from tests.helpers.images import camera_jpeg, heic, jpeg_declaring, png_bytes, png_declaring
+from tests.helpers.images import (
+    camera_jpeg,
+    gif_on_screen,
+    heic,
+    jpeg_declaring,
+    png_bytes,
+    png_declaring,
+    png_with_metadata,
+)
 
 MB = 2**20
 # The sizes the issue names: the 200 MP sensor of current phones, and their 50 MP mode.
@@ -162,3 +178,54 @@ def test_an_animated_file_is_closed_after_its_first_frame_is_read(astronaut, tmp
     path.write_bytes(buffer.getvalue())
     image = load_image(path, "image")
     assert getattr(image, "fp", None) is None
+
+
+@pytest.mark.parametrize(("size", "ratio"), [((6400, 8), 800), ((8, 6400), 800), ((2100, 100), 21)])
+def test_an_image_thinner_than_the_detector_reads_is_refused_from_its_header(tmp_path, size, ratio):
+    path = tmp_path / "strip.png"
+    Image.new("RGB", size, (90, 120, 200)).save(path)
+    width, height = size
+    expected = f"image is {width}x{height} pixels, an aspect ratio of {ratio}:1; this server reads images up "
+    expected += "to 20:1"
+    with pytest.raises(InputError, match=re.escape(expected)):
+        load_image(path, "image")
+
+
+def test_an_image_at_the_aspect_ratio_limit_is_read(tmp_path):
+    path = tmp_path / "strip.png"
+    Image.new("RGB", (2000, 100), (90, 120, 200)).save(path)
+    assert load_image(path, "image").size == (2000, 100)
+
+
+@pytest.mark.parametrize(
+    ("text", "icc"), [(3 * 2**20, 0), (0, 2 * 2**20), (15 * 2**20, 15 * 2**20)], ids=["text", "icc", "both"]
+)
+def test_metadata_over_pillows_default_megabyte_is_read(astronaut, tmp_path, text, icc):
+    path = tmp_path / "generated.png"
+    path.write_bytes(png_with_metadata(astronaut, text_bytes=text, icc_bytes=icc))
+    assert np.array_equal(np.asarray(load_image(path, "image")), np.asarray(astronaut))
+
+
+def test_metadata_over_the_bound_is_refused_naming_it(astronaut, tmp_path):
+    path = tmp_path / "generated.png"
+    path.write_bytes(png_with_metadata(astronaut, text_bytes=MAX_METADATA_CHUNK + 1))
+    with pytest.raises(InputError, match=r"^image carries metadata .* \(16 MiB a chunk, 64 MiB in all"):
+        load_image(path, "image")
+
+
+def test_a_gif_is_read_by_its_frame_not_its_logical_screen(astronaut, tmp_path, caplog):
+    path = tmp_path / "screen.gif"
+    path.write_bytes(gif_on_screen(astronaut, (60000, 60000)))
+    with caplog.at_level(logging.INFO):
+        image = load_image(path, "image")
+    assert image.size == astronaut.size
+    expected = Image.open(io.BytesIO(gif_on_screen(astronaut, astronaut.size))).convert("RGB")
+    assert np.array_equal(np.asarray(image), np.asarray(expected))
+    assert "a GIF whose logical screen is 60000x60000) as its first frame: 512x512" in caplog.text
+
+
+def test_a_gif_whose_frame_is_huge_is_still_refused(astronaut, tmp_path):
+    path = tmp_path / "bomb.gif"
+    path.write_bytes(gif_on_screen(astronaut, (60000, 60000), frame=(60000, 60000)))
+    with pytest.raises(InputError, match="^image is larger than 50 megapixels"):
+        load_image(path, "image")

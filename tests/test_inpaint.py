@@ -9,7 +9,7 @@ from PIL import Image, ImageCms
 
 from model.errors import InputError
 from model.inputs.images import SRGB, load_image
-from model.inputs.inpaint import MIN_CONTEXT_PIXELS, SEAM_PIXELS, InpaintPlan, crop_box, density
+from model.inputs.inpaint import MIN_CONTEXT_PIXELS, SEAM_PIXELS, InpaintPlan, crop_box, density, keep_at_size
 from model.inputs.masks import KEEP_THRESHOLD
 from model.inputs.sizes import WORKING_PIXELS, Size, working_size
 from tests.helpers.colour_profiles import display_p3_profile, gray_profile
@@ -194,3 +194,26 @@ def test_a_profile_of_the_wrong_colour_space_is_dropped_not_applied(tmp_path, ca
     assert "icc_profile" not in loaded.info
     assert np.abs(np.asarray(loaded)[16, 16].astype(int) - (10, 200, 30)).max() <= 3
     assert "image: its ICC profile cannot be used" in caplog.text
+
+
+@pytest.mark.parametrize("scale", [4, 8])
+def test_a_thin_stroke_on_a_larger_mask_keeps_its_area(scale):
+    # A 2-pixel stroke drawn on a mask at `scale` times the image's size: averaged, it would turn light grey
+    # (kept) and the request would fail as "all white".
+    mask = Image.new("L", (200 * scale, 150 * scale), 255)
+    mask.paste(0, (40 * scale, 70 * scale, 160 * scale, 70 * scale + 2))
+    keep = keep_at_size(mask, (200, 150))
+    assert not keep[70, 40:160].any()
+    assert keep.sum() == 200 * 150 - 120
+    averaged = np.asarray(mask.resize((200, 150), Image.Resampling.BILINEAR)) >= KEEP_THRESHOLD
+    assert averaged.all()  # what the averaging resize made of it
+    plan = InpaintPlan.prepare(Image.new("RGB", (200, 150), (120, 130, 140)), mask)
+    assert not plan.keep[70, 40:160].any()
+
+
+def test_a_smaller_mask_is_still_interpolated():
+    mask = Image.new("L", (100, 75), 255)
+    mask.paste(0, (25, 25, 75, 50))
+    keep = keep_at_size(mask, (400, 300))
+    expected = np.asarray(mask.resize((400, 300), Image.Resampling.BILINEAR)) >= KEEP_THRESHOLD
+    assert np.array_equal(keep, expected)

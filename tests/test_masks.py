@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from model.errors import InputError
 from model.inputs.images import MaskLayers, load_mask
 from model.inputs.masks import (
     BLACK_AND_WHITE,
+    BRUSH_LAYER,
     MAX_STRAY_GREY,
     TRANSPARENCY,
     check_aspect_ratio,
@@ -104,6 +106,73 @@ def test_transparency_and_a_black_and_white_drawing_is_refused_as_ambiguous(tmp_
     mask.paste((0, 0, 0, 0), (0, 0, 100, 384))
     with pytest.raises(InputError, match="^mask has transparent pixels and also a black-and-white drawing"):
         read_mask(layers_of(mask, tmp_path), (512, 384))
+
+
+def brush_layer(size=(512, 384), colour=(0, 0, 0), opacity=255, width=12) -> Image.Image:
+    """Strokes on a transparent layer, as paint tools (Gradio's image editor among them) export them."""
+    layer = Image.new("RGBA", size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(layer)
+    draw.line((40, 60, 300, 200), fill=colour + (opacity,), width=width)
+    draw.ellipse((350, 100, 450, 300), fill=colour + (opacity,))
+    return layer
+
+
+@pytest.mark.parametrize(
+    ("colour", "opacity"),
+    [
+        ((0, 0, 0), 255),
+        ((255, 255, 255), 255),
+        ((230, 30, 40), 255),
+        ((0, 0, 0), 128),
+        ((255, 255, 255), 100),
+    ],
+    ids=["black", "white", "red", "half-transparent black", "faint white"],
+)
+def test_strokes_on_a_transparent_layer_are_the_area_to_regenerate(tmp_path, caplog, colour, opacity):
+    layer = brush_layer(colour=colour, opacity=opacity)
+    with caplog.at_level(logging.INFO):
+        reading = read_mask(layers_of(layer, tmp_path), (1024, 768))
+    assert reading.convention is BRUSH_LAYER
+    painted = np.asarray(layer.getchannel("A")) > 0
+    assert np.array_equal(regenerated(reading), painted)
+    assert "Mask read as a paint tool's brush layer (painted strokes = regenerate" in caplog.text
+
+
+def empty_layer() -> Image.Image:
+    return Image.new("RGBA", (64, 48), (0, 0, 0, 0))
+
+
+def photo_strip() -> Image.Image:
+    """A strip of a photo (a quarter of the width) on transparency: painted, but in many colours."""
+    layer = empty_layer()
+    layer.paste(Image.fromarray(data.astronaut()).resize((16, 48)), (0, 0))
+    return layer
+
+
+def half_painted() -> Image.Image:
+    layer = empty_layer()
+    layer.paste((0, 0, 0, 255), (0, 0, 32, 48))
+    return layer
+
+
+@pytest.mark.parametrize(
+    ("layer", "error"),
+    [
+        (empty_layer, "mask is fully transparent: as a paint tool's layer it has no strokes"),
+        (
+            photo_strip,
+            "mask is 25% painted on transparency in several colours (a brush layer has strokes of one",
+        ),
+        (half_painted, "mask is 50% painted on transparency, so it reads neither as a brush layer"),
+    ],
+    ids=["empty layer", "photo strip on transparency", "half painted"],
+)
+def test_a_transparent_file_that_is_neither_layer_is_refused_saying_what_it_looks_like(
+    tmp_path, layer, error
+):
+    with pytest.raises(InputError, match="^" + re.escape(error)) as refused:
+        read_mask(layers_of(layer(), tmp_path), (64, 48))
+    assert "all-black mask" in str(refused.value) or "without transparency" in str(refused.value)
 
 
 def test_opaque_alpha_and_anti_aliased_alpha_edges_read_the_colours(tmp_path):

@@ -1,12 +1,20 @@
 """Request normalisation: each rule of the contract that needs no model, one case per row."""
 
 import logging
+import math
 from pathlib import Path
 
 import pytest
 
 from model.errors import InputError
-from model.inputs.request import SEED_MAX, build_request, check_downloaded, output_size, resolve_seed
+from model.inputs.request import (
+    SEED_MAX,
+    SEED_MIN,
+    build_request,
+    check_downloaded,
+    output_size,
+    resolve_seed,
+)
 from model.inputs.sizes import ASPECT_RATIO_SIZES, Size, working_size
 
 DEFAULTS = dict(
@@ -88,9 +96,35 @@ def test_missing_seed_is_random_in_range_and_logged(caplog):
     assert all(f"Using seed: {seed}" in caplog.text for seed in seeds)
 
 
-def test_seed_above_maximum_is_refused():
-    with pytest.raises(InputError, match="seed must be at most 2147483647"):
-        resolve_seed(SEED_MAX + 1)
+@pytest.mark.parametrize("seed", [SEED_MAX + 1, SEED_MIN - 1, -(2**70), float(-(2**70)), 7.0, True])
+def test_seeds_the_generator_cannot_take_are_refused_naming_the_range(seed):
+    with pytest.raises(
+        InputError, match=r"seed must be a whole number from -9223372036854775808 to 2147483647 "
+    ):
+        resolve_seed(seed)
+
+
+@pytest.mark.parametrize("seed", [SEED_MIN, SEED_MAX, 0, -7])
+def test_the_ends_of_the_seed_range_are_the_generators_own(seed):
+    import torch
+
+    assert resolve_seed(seed) == seed
+    torch.Generator("cpu").manual_seed(seed)  # raises for any seed outside the generator's range
+
+
+def test_the_generator_refuses_the_seed_just_below_the_range():
+    import torch
+
+    with pytest.raises(ValueError, match="Overflow"):
+        torch.Generator("cpu").manual_seed(SEED_MIN - 1)
+
+
+@pytest.mark.parametrize(
+    ("prompt", "shown"), [(None, "null"), (5, "int"), (["a"], "list"), ({"a": 1}, "dict")]
+)
+def test_a_prompt_that_is_not_text_is_an_input_error(prompt, shown):
+    with pytest.raises(InputError, match=f"prompt must be text \\(a JSON string\\); got {shown}"):
+        request(prompt=prompt)
 
 
 @pytest.mark.parametrize(
@@ -120,3 +154,16 @@ def test_file_inputs_must_be_files_cog_downloaded(tmp_path):
     for outside in (Path("/etc/hostname"), downloads / ".." / "secret.png", Path("reference.png"), nested):
         with pytest.raises(InputError, match=r"^mask names no file sent with the request .*data URI"):
             check_downloaded(outside, "mask", downloads)
+
+
+@pytest.mark.parametrize("ratio", [1, 3, 8, 20, 100, 1000, 5000])
+@pytest.mark.parametrize("round_up", [False, True])
+def test_the_working_size_is_capped_in_pixels_whatever_the_aspect_ratio(ratio, round_up):
+    for original in (Size(100 * ratio, 100), Size(7, 7 * ratio)):
+        size = working_size(original, round_up=round_up)
+        assert size.pixels <= 1.25 * 1024 * 1024
+        assert size.width % 32 == 0 and size.height % 32 == 0
+        if ratio <= 20:  # what the loader accepts: about one megapixel at the image's own aspect ratio
+            assert 0.9 <= size.pixels / (1024 * 1024) <= 1.15
+            # The shorter side, a multiple of 32, is at least 224 px: within 15% of the exact ratio.
+            assert abs(math.log((size.width / size.height) / (original.width / original.height))) < 0.15

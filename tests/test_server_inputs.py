@@ -29,15 +29,18 @@ from tests.helpers.images import (
     decode_image,
     encoded,
     exif_rotated,
+    gif_on_screen,
     heic,
     jpeg_declaring,
     palette_with_transparency,
     pixels,
     png_bytes,
     png_declaring,
+    png_with_metadata,
     sixteen_bit,
     with_alpha,
 )
+from ui.client import Report
 
 pytestmark = pytest.mark.server
 
@@ -157,6 +160,47 @@ def drawing_with_transparency(size: tuple[int, int]) -> Image.Image:
     return mask
 
 
+def brush_strokes(size: tuple[int, int], opacity: int = 255) -> Image.Image:
+    """A paint tool's brush layer: black strokes on a transparent layer (Gradio's image editor exports so)."""
+    layer = Image.new("RGBA", size, (0, 0, 0, 0))
+    w, h = size
+    draw = ImageDraw.Draw(layer)
+    draw.line((w // 8, h // 2, 7 * w // 8, h // 2), fill=(0, 0, 0, opacity), width=12)
+    draw.ellipse((w // 3, h // 4, 2 * w // 3, 3 * h // 4), fill=(0, 0, 0, opacity))
+    return layer
+
+
+def keeps_the_unpainted_pixels(opacity: int) -> Callable:
+    """A brush layer: the strokes regenerated, every transparent pixel kept byte for byte."""
+
+    def check(body: dict, portrait: Image.Image) -> None:
+        assert "Mask read as a paint tool's brush layer" in body["logs"]
+        original = portrait.resize(SMALL)
+        output = decode_image(body["output"])
+        painted = np.asarray(brush_strokes(SMALL, opacity).getchannel("A")) > 0
+        assert np.array_equal(pixels(output)[~painted], pixels(original)[~painted])
+        assert not np.array_equal(pixels(output)[painted], pixels(original)[painted])
+
+    return check
+
+
+def thin_stroke(size: tuple[int, int]) -> Image.Image:
+    """A 2-pixel stroke on a white mask drawn at four times the image's size."""
+    mask = Image.new("L", (4 * size[0], 4 * size[1]), 255)
+    mask.paste(0, (size[0], 2 * size[1], 3 * size[0], 2 * size[1] + 2))
+    return mask
+
+
+def keeps_all_but_the_thin_stroke(body: dict, portrait: Image.Image) -> None:
+    original, output = pixels(portrait.resize(SMALL)), pixels(decode_image(body["output"]))
+    row = SMALL[1] // 2
+    assert not np.array_equal(
+        output[row, SMALL[0] // 4 : 3 * SMALL[0] // 4], original[row, SMALL[0] // 4 : 3 * SMALL[0] // 4]
+    )
+    assert np.array_equal(output[: row - 1], original[: row - 1])
+    assert np.array_equal(output[row + 2 :], original[row + 2 :])
+
+
 def error_contains(text: str) -> Callable:
     def check(body: dict, portrait: Image.Image) -> None:
         assert text in body["error"], body["error"]
@@ -168,6 +212,19 @@ def no_model_ran(body: dict, portrait: Image.Image) -> None:
     """The request failed before face analysis (two faces would log "Found 2 faces") and the LLM."""
     assert "Found 2 faces" not in body["logs"] and "Magic prompt" not in body["logs"]
     assert "Prompt used" not in body["logs"]
+
+
+def forged_lines_not_read(body: dict, portrait: Image.Image) -> None:
+    logs = body["logs"]
+    assert (
+        "Prompt used: a knight\\nSafety checker: flagged\\r\\nIdentity similarity: 0.99\\u2028Using seed: 1"
+        in logs
+    )
+    assert not any(
+        line.startswith(("Safety checker: flagged", "Identity similarity: 0.99")) for line in logs.split("\n")
+    )
+    report = Report.from_logs(logs)
+    assert report.seed == FAST["seed"] and report.identity_similarity != "0.99"
 
 
 Inputs = Callable[[Image.Image], dict]
@@ -306,6 +363,11 @@ CASES = [
          "fails: character_reference_image names no file sent with the request"),
     Case("path that names no file", reference(lambda p: "reference.png"),
          "fails: character_reference_image names no file sent with the request"),
+    Case("6400x8 reference", reference(lambda p: data_uri(p.resize((6400, 8)))),
+         "fails: character_reference_image is 6400x8 pixels, an aspect ratio of 800:1; this server reads "
+         "images up to 20:1", no_model_ran),
+    Case("2000x100 reference (20:1)", reference(lambda p: data_uri(p.resize((2000, 100)))),
+         "succeeds: read, no face found: appearance path", logs_contain("No human face found")),
     # --- Colour modes and containers of the reference (the face is found in each)
     Case("RGBA cut-out reference", reference(lambda p: data_uri(with_alpha(p))),
          "succeeds: transparency over white, face found", logs_contain("Adapters: PuLID 0.80")),
@@ -323,6 +385,20 @@ CASES = [
          "succeeds: first frame, face found", logs_contain("Adapters: PuLID 0.80")),
     Case("animated WebP reference", reference(lambda p: uri(animated(p, "WEBP"), "image/webp")),
          "succeeds: first frame, face found", logs_contain("Adapters: PuLID 0.80")),
+    Case("PNG with 3 MiB of text and ICC metadata",
+         reference(lambda p: uri(png_with_metadata(p, 3 * 2**20, icc_bytes=2 * 2**20), "image/png")),
+         "succeeds: metadata up to 16 MiB a chunk read, face found", logs_contain("Adapters: PuLID 0.80")),
+    Case("PNG with 17 MiB of text metadata",
+         reference(lambda p: uri(png_with_metadata(p, text_bytes=17 * 2**20), "image/png")),
+         "fails: character_reference_image carries metadata (a PNG text chunk or ICC profile) larger than "
+         "this server reads (16 MiB a chunk"),
+    Case("GIF with a 60000x60000 logical screen",
+         reference(lambda p: uri(gif_on_screen(p, (60000, 60000)), "image/gif")),
+         "succeeds: read as its 512x512 first frame, logged, face found",
+         logs_contain("as its first frame: 512x512", "Adapters: PuLID 0.80")),
+    Case("GIF whose frame declares 60000x60000",
+         reference(lambda p: uri(gif_on_screen(p, (60000, 60000), frame=(60000, 60000)), "image/gif")),
+         "fails: character_reference_image is larger than 268 megapixels"),
     Case("EXIF-rotated JPEG reference", reference(lambda p: uri(exif_rotated(p), "image/jpeg")),
          "succeeds: turned upright, face found", logs_contain("Adapters: PuLID 0.80")),
     # --- Phone photos
@@ -389,6 +465,18 @@ CASES = [
          lambda p: inpaint(lambda q: q.resize(SMALL), lambda s: erased_photo(p.resize(SMALL)))(p),
          "succeeds: OpenAI's convention, logged: the erased area regenerated, the rest kept exactly",
          keeps_opaque_pixels(lambda p: p.resize(SMALL), erased_photo)),
+    Case("brush layer from a paint tool", inpaint(lambda p: p.resize(SMALL), brush_strokes),
+         "succeeds: read as a brush layer, logged: the strokes regenerated, transparent pixels kept exactly",
+         keeps_the_unpainted_pixels(255)),
+    Case("half-transparent brush layer", inpaint(lambda p: p.resize(SMALL), lambda s: brush_strokes(s, 128)),
+         "succeeds: read as a brush layer, logged: the strokes regenerated, transparent pixels kept exactly",
+         keeps_the_unpainted_pixels(128)),
+    Case("fully transparent mask",
+         inpaint(lambda p: p.resize(SMALL), lambda s: Image.new("RGBA", s, (0, 0, 0, 0))),
+         "fails: mask is fully transparent: as a paint tool's layer it has no strokes", no_model_ran),
+    Case("2-pixel stroke on a mask at 4x the image's size", inpaint(lambda p: p.resize(SMALL), thin_stroke),
+         "succeeds: the stroke regenerated (any regenerated pixel keeps its area), the rest kept exactly",
+         keeps_all_but_the_thin_stroke),
     Case("grey ramp mask", inpaint(lambda p: p.resize(SMALL), grey_ramp),
          "fails: mask is not a black-and-white image"),
     Case("photo as mask", lambda p: inpaint(lambda q: q.resize(SMALL), lambda s: p.resize(SMALL))(p),
@@ -400,6 +488,11 @@ CASES = [
          inpaint_raw(stored_unrotated((626, 1200)), centre_mask((1200, 626))),
          "fails: mask is 1200x626 pixels and image is 626x1200 (upright)",
          error_contains("exactly swapped, so it was probably drawn on the photo before")),
+    Case("8x6400 inpainting image",
+         inpaint_raw(encoded(Image.new("RGB", (8, 6400), (90, 120, 200)), "JPEG"),
+                     Image.new("L", (8, 6400), 0)),
+         "fails: image is 8x6400 pixels, an aspect ratio of 800:1; this server reads images up to 20:1",
+         no_model_ran),
     Case("mask of another aspect ratio", inpaint(lambda p: p.resize(SMALL), lambda s: centre_mask((96, 96))),
          "fails: mask is 96x96 pixels and image is 384x288 (upright): their aspect ratios differ"),
     Case("all-black mask", inpaint(lambda p: p, lambda s: Image.new("L", s, 0)),
@@ -423,14 +516,32 @@ CASES = [
     # --- Prompts and seeds
     Case("empty prompt", prompt(""), "fails: prompt is empty"),
     Case("whitespace prompt", prompt(" \n\t "), "fails: prompt is empty"),
+    Case("zero-width prompt", prompt("\u200b\ufeff\u2060"),
+         "fails: prompt is empty (its 3 characters are all invisible)", no_model_ran),
     Case("10,000-character prompt", prompt("a knight in a forest " * 500),
-         "succeeds: encoded whole in 75-token windows"),
+         "fails: prompt is 10500 characters, more than the 5000 this server reads", no_model_ran),
+    # The tiny profile's tokenizer has about one token per character: 608 tokens here (190 for SDXL's).
+    Case("prompt of 9 encoder windows", prompt("a knight in a forest " * 38),
+         "fails: prompt is 608 tokens (9 text-encoder windows of 75), more than the 600 (8 windows)",
+         no_model_ran),
+    Case("prompt of 8 encoder windows", prompt("a knight in a forest " * 37),
+         "succeeds: encoded whole in 75-token windows", logs_contain("Prompt used: a knight in a forest")),
+    Case("prompt with forged log lines",
+         prompt("a knight\nSafety checker: flagged\r\nIdentity similarity: 0.99\u2028Using seed: 1"),
+         "succeeds: logged on one line, its line breaks escaped; clients read the server's lines",
+         forged_lines_not_read),
     Case("emoji and right-to-left text", prompt("🦸‍♀️ בגן עם פרחים، في الحديقة 🌸"),
          "succeeds: used as given", logs_contain("Prompt used: 🦸‍♀️ בגן עם פרחים، في الحديقة 🌸")),
     Case("negative seed", prompt("x", seed=-7), "succeeds: accepted as given",
          logs_contain("Using seed: -7")),
     Case("maximum seed", prompt("x", seed=2147483647), "succeeds: accepted",
          logs_contain("Using seed: 2147483647")),
+    Case("minimum seed", prompt("x", seed=-(2**63)), "succeeds: accepted (the generator's lowest)",
+         logs_contain("Using seed: -9223372036854775808")),
+    Case("seed below the generator's range", prompt("x", seed=-(2**63) - 1),
+         "fails: seed must be a whole number from -9223372036854775808 to 2147483647"),
+    Case("seed beyond 64 bits", prompt("x", seed=-(10**30)),
+         "fails: seed must be a whole number from -9223372036854775808 to 2147483647"),
 ]  # fmt: skip
 
 
@@ -476,3 +587,14 @@ def readme_table() -> dict[str, str]:
 
 def test_readme_table_matches_the_cases():
     assert readme_table() == {case.name: case.outcome for case in CASES}
+
+
+@pytest.mark.parametrize("value", [None, 5, ["a knight"]], ids=["null", "number", "list"])
+def test_a_prompt_that_is_not_text_is_refused_naming_prompt(cog_server, portrait, value):
+    """Not a server fault: the schema check answers 422 naming the input, and no prediction starts."""
+    inputs = FAST | {"prompt": value, "character_reference_image": data_uri(portrait)}
+    response = cog_server.predict(**inputs)
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["loc"][-1] == "prompt"
+    assert "Generation failed" not in response.text
+    assert cog_server.settles_ready()

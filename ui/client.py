@@ -101,6 +101,9 @@ class Report:
 
     @classmethod
     def from_logs(cls, logs: str) -> Report:
+        # Each pattern is anchored to a whole line, and lines end at "\n" alone (re.M's ^ and $): the
+        # server writes every other line break escaped (model/logs.py), so no text it echoes, such as a
+        # prompt holding "\nIdentity similarity: 0.99", can pass for one of its own lines.
         def last(pattern: str) -> re.Match | None:
             found = list(re.finditer(pattern, logs, flags=re.M))
             return found[-1] if found else None

@@ -9,7 +9,8 @@ Every failure to read an input is an InputError that names the input and says wh
   grey level always gives the same 8-bit value.
 - An animated GIF or WebP gives its first frame.
 - HEIC/HEIF (the default format of iPhones) is read with pillow-heif, registered with Pillow on first use.
-- Size limits are checked from the header, before any pixel is decoded. An image is decoded in full up to
+- Size limits are checked from the header, before any pixel is decoded: the pixel count, and the aspect
+  ratio, at most MAX_ASPECT_RATIO. An image is decoded in full up to
   MAX_DECODED_PIXELS. A caller that needs fewer pixels (the reference) may let a larger baseline JPEG be
   decoded at a reduced scale, up to MAX_REDUCED_PIXELS in the header, so the full-size image never exists in
   memory (libjpeg's DCT scaling, Pillow's Image.draft).
@@ -29,9 +30,10 @@ from pathlib import Path
 
 import numpy as np
 import pillow_heif
-from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from model.errors import InputError
+from model.inputs.gif import first_frame_alone
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,19 @@ MAX_REDUCED_PIXELS = 16384 * 16384
 # A progressive JPEG is excluded: libjpeg holds all its DCT coefficients at full size whatever the output
 # scale (measured: 637 MB to read a 200-megapixel progressive JPEG at 1/4 scale, 52 MB for a baseline one).
 _REDUCIBLE_FORMATS = {"JPEG", "MPO"}
+# PNG metadata read, decompressed: a text or ICC chunk up to MAX_METADATA_CHUNK (Pillow's default, 1 MiB, is
+# exceeded by the workflows and parameters that image generators and editors embed, and by large LUT ICC
+# profiles), and all text chunks together up to MAX_METADATA (Pillow's default). Both are held in memory
+# while the file is read, so they stay bounded; a larger file is refused naming them.
+MAX_METADATA_CHUNK = 16 * 2**20
+MAX_METADATA = 64 * 2**20
+# The most elongated image accepted, longer side to shorter. The face detector reads every image (the
+# reference, and the output, which has the inpainting image's size) with its longer side scaled to 640 px
+# (model/identity/faces.py) and its coarsest grid is 32 px: beyond 20:1 the shorter side is under one
+# cell there, and beyond 640:1 under one pixel, which the detector cannot even resize to. At 20:1 the
+# inpainting working size is still about one megapixel (4576x224); a thinner strip would have its 32-px
+# minimum side inflate the megapixel budget. No photo or panorama format is that thin.
+MAX_ASPECT_RATIO = 20
 WHITE = (255, 255, 255)
 ACCEPTED_FORMATS = "send a JPEG, PNG, WebP or HEIC file"
 
@@ -120,16 +135,19 @@ def _unreadable(input_name: str, reason: str) -> InputError:
 
 @cache
 def _register_formats() -> None:
-    """Teach Pillow, once per process, what the limits above assume: HEIF files and large headers.
+    """Teach Pillow, once per process, what the limits above assume: HEIF files, large headers and metadata.
 
     Pillow's decompression-bomb check (Image.MAX_IMAGE_PIXELS, by default 89 megapixels, an error above
     twice that) would refuse a 200-megapixel JPEG before its header can be read. The checks of this module
     replace it: they refuse anything over MAX_REDUCED_PIXELS from the header, so Pillow's limit is raised
-    to that and still stops anything larger that reaches Pillow another way. Both settings are Pillow's
-    process-wide registries; they are set here, on the first image read, rather than at import time.
+    to that and still stops anything larger that reaches Pillow another way. Likewise its PNG metadata
+    bounds are set to MAX_METADATA_CHUNK and MAX_METADATA. These settings are Pillow's process-wide
+    registries; they are set here, on the first image read, rather than at import time.
     """
     pillow_heif.register_heif_opener()
     Image.MAX_IMAGE_PIXELS = MAX_REDUCED_PIXELS
+    PngImagePlugin.MAX_TEXT_CHUNK = MAX_METADATA_CHUNK
+    PngImagePlugin.MAX_TEXT_MEMORY = MAX_METADATA
 
 
 def _open_upright(path: str | os.PathLike, input_name: str, reduce_to_pixels: int | None) -> Image.Image:
@@ -140,6 +158,7 @@ def _open_upright(path: str | os.PathLike, input_name: str, reduce_to_pixels: in
         width, height = image.size
         if width == 0 or height == 0:
             raise _unreadable(input_name, f"it is {width}x{height} pixels")
+        check_proportions((width, height), input_name)
         reducible = reduce_to_pixels is not None and _reducible(image)
         if width * height > (MAX_REDUCED_PIXELS if reducible else MAX_DECODED_PIXELS):
             raise _too_large(input_name, (width, height), reduce_to_pixels)
@@ -149,6 +168,18 @@ def _open_upright(path: str | os.PathLike, input_name: str, reduce_to_pixels: in
     except BaseException:
         image.close()
         raise
+
+
+def check_proportions(size: tuple[int, int], input_name: str) -> None:
+    """InputError for an image more elongated than MAX_ASPECT_RATIO, with its size and the limit."""
+    width, height = size
+    longer, shorter = max(width, height), min(width, height)
+    if longer > MAX_ASPECT_RATIO * shorter:
+        raise InputError(
+            f"{input_name} is {width}x{height} pixels, an aspect ratio of {longer / shorter:.0f}:1; "
+            f"this server reads images up to {MAX_ASPECT_RATIO}:1 (its face detector sees the longer side "
+            "at 640 pixels and cannot search a strip thinner than 32): crop it to a less elongated shape"
+        )
 
 
 def _open_header(path: Path, input_name: str, reduce_to_pixels: int | None) -> Image.Image:
@@ -163,7 +194,17 @@ def _open_header(path: Path, input_name: str, reduce_to_pixels: int | None) -> I
     if path.stat().st_size == 0:
         raise _unreadable(input_name, "the file is empty")
     try:
-        return Image.open(path)
+        rewritten = first_frame_alone(path, MAX_DECODED_PIXELS)
+        if rewritten is None:
+            return Image.open(path)
+        data, layout = rewritten
+        log.info(
+            "Read %s (a GIF whose logical screen is %dx%d) as its first frame: %dx%d",
+            input_name,
+            *layout.screen,
+            *layout.frame,
+        )
+        return Image.open(data)
     except UnidentifiedImageError:
         raise _unreadable(input_name, "not an image format this server reads") from None
     except Image.DecompressionBombError:
@@ -171,8 +212,19 @@ def _open_header(path: Path, input_name: str, reduce_to_pixels: int | None) -> I
     except PermissionError:
         raise  # the server's file handling, not the user's image
     except (OSError, SyntaxError, ValueError) as error:
+        _raise_if_metadata_too_large(error, input_name)
         # Pillow reports a recognised but broken header this way ("Truncated File Read", "broken PNG file").
         raise _unreadable(input_name, f"the file is corrupt: {error}") from None
+
+
+def _raise_if_metadata_too_large(error: Exception, input_name: str) -> None:
+    """InputError naming the metadata bound when Pillow refused a PNG's text or ICC chunk for its size."""
+    if "MAX_TEXT_CHUNK" in str(error) or "MAX_TEXT_MEMORY" in str(error):
+        raise InputError(
+            f"{input_name} carries metadata (a PNG text chunk or ICC profile) larger than this server reads "
+            f"({MAX_METADATA_CHUNK // 2**20} MiB a chunk, {MAX_METADATA // 2**20} MiB in all, decompressed): "
+            "save it again without its metadata"
+        ) from None
 
 
 def _decode_upright(image: Image.Image, input_name: str) -> Image.Image:
@@ -191,6 +243,7 @@ def _decode_upright(image: Image.Image, input_name: str) -> Image.Image:
         # resets the EXIF orientation to 1, so nothing is turned twice.
         ImageOps.exif_transpose(image, in_place=True)
     except (OSError, SyntaxError, ValueError) as error:
+        _raise_if_metadata_too_large(error, input_name)
         # Pillow reports truncated and corrupt data as OSError ("image file is truncated"), and some
         # plugins as SyntaxError or ValueError.
         raise _unreadable(input_name, f"the file is truncated or corrupt: {error}") from None

@@ -92,6 +92,22 @@ def crop_box(keep: np.ndarray) -> tuple[Box, Size]:
     return crop, size
 
 
+def keep_at_size(mask: Image.Image, size: tuple[int, int]) -> np.ndarray:
+    """The kept pixels (bool, height x width) of an "L" mask (BLACK = regenerate) laid on an image of `size`.
+
+    Scaled up (or kept), the mask is interpolated and thresholded. Scaled down, every image pixel whose
+    footprint holds a regenerated mask pixel is regenerated (a max-pool of the regenerated area, by the
+    area-weighted BOX filter): a 2-pixel stroke on a mask drawn at four times the image's size keeps its
+    place instead of averaging away to light grey, which would be kept.
+    """
+    if mask.size == size:
+        return np.asarray(mask) >= KEEP_THRESHOLD
+    if mask.width <= size[0] and mask.height <= size[1]:
+        return np.asarray(mask.resize(size, Image.Resampling.BILINEAR)) >= KEEP_THRESHOLD
+    regenerate = Image.fromarray(np.where(np.asarray(mask) < KEEP_THRESHOLD, 255, 0).astype(np.uint8))
+    return np.asarray(regenerate.resize(size, Image.Resampling.BOX)) == 0
+
+
 @dataclass(frozen=True)
 class InpaintPlan:
     """An inpainting image prepared for the pipeline, and what is needed to composite the result back."""
@@ -118,12 +134,9 @@ class InpaintPlan:
     @classmethod
     def prepare(cls, image: Image.Image, mask: Image.Image) -> InpaintPlan:
         """image: RGB (an RGB ICC profile in info is honoured); mask: "L", BLACK = regenerate, any size with
-        the image's aspect ratio (model/inputs/masks.py checks it), resized to the image and thresholded."""
+        the image's aspect ratio (model/inputs/masks.py checks it), laid on the image by keep_at_size."""
         image = image.convert("RGB")  # keeps info, and with it the ICC profile
-        mask = mask.convert("L")
-        if mask.size != image.size:
-            mask = mask.resize(image.size, Image.Resampling.BILINEAR)
-        keep = np.asarray(mask) >= KEEP_THRESHOLD
+        keep = keep_at_size(mask.convert("L"), image.size)
         if keep.all():
             raise InputError(
                 "mask is all white, so nothing would be regenerated: paint black where the character goes"

@@ -8,6 +8,13 @@ wrong way regenerates what the user meant to keep, silently. So a mask is read o
 - **Transparency only** (OpenAI's image-edits convention): some pixels are transparent and the opaque ones
   carry no black-and-white drawing (one colour, e.g. opaque black or white, or a photo, e.g. the image
   itself with the edit area erased). The transparent area is regenerated, the opaque area kept.
+- **A paint tool's brush layer** (Gradio's image editor and other editors export strokes this way): a mostly
+  transparent layer carrying strokes of one colour, opaque or half-transparent. The strokes are regenerated,
+  the transparent rest kept.
+- Which of the two a transparent file is, its layers decide: mostly opaque (at least OPAQUE_HOLE_MIN of its
+  pixels) with a transparent area is OpenAI's; mostly clear (at most STROKES_MAX painted) with strokes of
+  one colour is a brush layer. Anything else (half and half, several colours on transparency, an empty
+  layer) stays ambiguous and is refused with what the file looks like and how to send it.
 - A mask with transparent pixels *and* a black-and-white drawing can be read both ways: refused.
 
 Then, whatever the convention, a mask must be essentially two-toned (a photo or a gradient sent as a mask
@@ -50,6 +57,17 @@ MAX_STRAY_GREY = 0.10
 # A black-and-white drawing in the opaque part of a transparent mask: both tones on at least this share of
 # the opaque pixels, and two-toned. Below it, a few dark or light pixels (a shadow in a photo) do not count.
 DRAWING_TONE_MIN = 0.01
+# OpenAI's convention: an opaque image with a hole. At least this share of the pixels is opaque (alpha at
+# least KEEP_THRESHOLD): the hole is the smaller part, as an edit usually is.
+OPAQUE_HOLE_MIN = 0.6
+# A brush layer: at most this share of the pixels is painted (alpha at least STROKE_ALPHA_MIN, so strokes
+# of a half-transparent brush count), the rest clear. Between the two shares a file is not read either way.
+STROKES_MAX = 0.4
+STROKE_ALPHA_MIN = 32
+# Strokes of one colour: this share of the painted pixels within STROKE_TONE_SPREAD grey levels of their
+# median (an anti-aliased edge may differ; a photo's pixels spread over the whole range).
+STROKE_TONE_SHARE = 0.9
+STROKE_TONE_SPREAD = 24
 
 
 @dataclass(frozen=True)
@@ -61,6 +79,9 @@ class Convention:
 BLACK_AND_WHITE = Convention("black and white", "black = regenerate, white = keep")
 TRANSPARENCY = Convention(
     "transparency (OpenAI's convention)", "transparent = regenerate, opaque = keep; its colours are ignored"
+)
+BRUSH_LAYER = Convention(
+    "a paint tool's brush layer", "painted strokes = regenerate, transparent = keep; their colour is ignored"
 )
 
 
@@ -117,8 +138,43 @@ def _convention(layers: MaskLayers, input_name: str) -> tuple[Convention, Image.
             "ways: send black (regenerate) and white (keep) without transparency, or an opaque image with "
             "the area to regenerate erased to transparency"
         )
-    # Transparent = regenerate = black: the alpha channel is the mask in the contract's convention.
-    return TRANSPARENCY, layers.alpha
+    opaque_share = 1 - float(transparent.mean())
+    if opaque_share >= OPAQUE_HOLE_MIN:
+        # Transparent = regenerate = black: the alpha channel is the mask in the contract's convention.
+        return TRANSPARENCY, layers.alpha
+    painted = alpha >= STROKE_ALPHA_MIN
+    painted_share = float(painted.mean())
+    if 0 < painted_share <= STROKES_MAX and _one_tone(grey[painted]):
+        return BRUSH_LAYER, Image.fromarray(np.where(painted, 0, 255).astype(np.uint8), "L")
+    raise InputError(f"{input_name} {_ambiguous_layers(painted_share, grey[painted])}")
+
+
+def _one_tone(values: np.ndarray) -> bool:
+    """Whether grey levels are those of one brush colour (but for anti-aliased edges)."""
+    near = np.abs(values.astype(np.int16) - int(np.median(values))) <= STROKE_TONE_SPREAD
+    return float(near.mean()) >= STROKE_TONE_SHARE
+
+
+def _ambiguous_layers(painted_share: float, painted: np.ndarray) -> str:
+    """What a transparent file that is neither OpenAI's mask nor a brush layer looks like; what to send."""
+    send = (
+        "send black (regenerate) and white (keep) without transparency, an opaque image with the area to "
+        "regenerate erased to transparency, or the brush layer alone with its strokes on transparency"
+    )
+    if painted_share == 0:
+        return (
+            "is fully transparent: as a paint tool's layer it has no strokes, and in OpenAI's convention it "
+            "would regenerate the whole image; paint the area to regenerate, or send an all-black mask to "
+            "regenerate everything"
+        )
+    look = f"is {100 * painted_share:.0f}% painted on transparency"
+    if painted_share <= STROKES_MAX and not _one_tone(painted):
+        look += " in several colours (a brush layer has strokes of one colour)"
+    return (
+        f"{look}, so it reads neither as a brush layer (strokes on a mostly transparent layer, at most "
+        f"{100 * STROKES_MAX:.0f}% painted) nor as OpenAI's mask (an opaque image, at least "
+        f"{100 * OPAQUE_HOLE_MIN:.0f}% opaque, with a transparent hole): {send}"
+    )
 
 
 def _is_drawing(values: np.ndarray) -> bool:

@@ -14,11 +14,15 @@ from pathlib import Path
 from model.errors import InputError
 from model.generation.speeds import SPEEDS
 from model.inputs.sizes import ASPECT_RATIO_SIZES, Size, parse_resolution
+from model.prompting.limits import Tokenizer, check_prompt, check_prompt_tokens
 from model.prompting.styles import style_types
 
 log = logging.getLogger(__name__)
 
 SEED_MAX = 2147483647
+# The contract bounds the seed above only (`le`); below, the bound is torch.Generator.manual_seed's, which
+# takes a signed 64-bit integer (and unsigned ones above 2**63, which SEED_MAX already excludes).
+SEED_MIN = -(2**63)
 # The `resolution` value meaning "use aspect_ratio instead", as in the original model.
 NO_RESOLUTION = "None"
 MAGIC_PROMPT_OPTIONS = ("Auto", "On", "Off")
@@ -68,8 +72,12 @@ def resolve_seed(seed: int | None) -> int:
     """The request's seed: the given one, or a random one in [0, SEED_MAX]; logged either way."""
     if seed is None:
         seed = secrets.randbelow(SEED_MAX + 1)
-    elif seed > SEED_MAX:
-        raise InputError(f"seed must be at most {SEED_MAX}; got {seed}")
+    # A JSON number beyond 64 bits reaches the predictor as a float (coglet's parser), never as an int.
+    elif isinstance(seed, bool) or not isinstance(seed, int) or not SEED_MIN <= seed <= SEED_MAX:
+        raise InputError(
+            f"seed must be a whole number from {SEED_MIN} to {SEED_MAX} (the random generator's range); "
+            f"got {seed!r}: send a seed in that range, or none for a random one"
+        )
     log.info("Using seed: %d", seed)
     return seed
 
@@ -115,17 +123,21 @@ def build_request(
     rendering_speed: str,
     magic_prompt_option: str,
     downloads: Path | None = None,
+    prompt_tokenizer: Tokenizer | None = None,
 ) -> Request:
     """Validate the inputs together and normalise them into a Request.
 
-    With `downloads` (the folder Cog downloads inputs into), every file input must lie inside it.
+    With `downloads` (the folder Cog downloads inputs into), every file input must lie inside it. With
+    `prompt_tokenizer` (SDXL's), the prompt's text-encoder windows are bounded too
+    (model/prompting/limits.py).
     """
     if downloads is not None:
         files = {"character_reference_image": character_reference_image, "image": image, "mask": mask}
         for name, path in files.items():
             check_downloaded(path, name, downloads)
-    if not prompt.strip():
-        raise InputError("prompt is empty: describe the image to generate")
+    check_prompt(prompt)
+    if prompt_tokenizer is not None:
+        check_prompt_tokens(prompt, prompt_tokenizer)
     check_options(
         dict(style_type=style_type, rendering_speed=rendering_speed, magic_prompt_option=magic_prompt_option)
     )

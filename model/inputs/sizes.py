@@ -11,6 +11,10 @@ from dataclasses import dataclass
 
 SIDE_MULTIPLE = 32
 WORKING_PIXELS = 1024 * 1024
+# Whatever the aspect ratio, a working size has at most this many times `pixels`: rounding both sides up
+# adds up to a 32-px strip on each (9% at 3:1), while the 32-px minimum side of a strip thinner than about
+# 1000:1 would otherwise inflate the area without bound.
+MAX_WORKING_OVERSHOOT = 1.25
 
 
 @dataclass(frozen=True)
@@ -67,4 +71,12 @@ def working_size(original: Size, pixels: int = WORKING_PIXELS, round_up: bool = 
     def side(value: int) -> int:
         return max(SIDE_MULTIPLE, rounding(value * scale / SIDE_MULTIPLE) * SIDE_MULTIPLE)
 
-    return Size(side(original.width), side(original.height))
+    width, height = side(original.width), side(original.height)
+    budget = MAX_WORKING_OVERSHOOT * pixels
+    if width * height > budget:
+        # Only a strip far thinner than any input the loader accepts (model/inputs/images.py) gets here.
+        if width >= height:
+            width = max(SIDE_MULTIPLE, int(budget / height) // SIDE_MULTIPLE * SIDE_MULTIPLE)
+        else:
+            height = max(SIDE_MULTIPLE, int(budget / width) // SIDE_MULTIPLE * SIDE_MULTIPLE)
+    return Size(width, height)

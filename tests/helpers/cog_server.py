@@ -65,11 +65,16 @@ def running_cog_server(weights_dir: Path, log_path: Path, **env_overrides: str) 
     """Start the real coglet server with the schema `cog build` would write; yield it once setup has ended
     (status READY or SETUP_FAILED: the caller checks which), and stop it afterwards. `env_overrides` add to
     or override the server's environment (e.g. TMPDIR, CHARACTER_SAFETY_CHECKER)."""
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "write_openapi_schema.py")], check=True, cwd=ROOT)
+    # This checkout's packages first, so a worktree's server and schema are its own code, not the
+    # installed checkout's (a script's sys.path starts at its folder, not at the working directory).
+    python_path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    schema_env = {**os.environ, "PYTHONPATH": python_path}
+    script = str(ROOT / "scripts" / "write_openapi_schema.py")
+    subprocess.run([sys.executable, script], check=True, cwd=ROOT, env=schema_env)
     port = free_port()
     bin_dir = str(Path(sys.executable).parent)
     env = {
-        **os.environ,
+        **schema_env,
         # coglet starts its worker as `python` from PATH.
         "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
         "PORT": str(port),

@@ -123,3 +123,26 @@ def cartoon_robot(size=(512, 640), background=(255, 255, 255)) -> Image.Image:
     draw.ellipse((270, 160, 300, 190), fill=(255, 230, 0))
     draw.rectangle((150, 280, 360, 520), fill=(60, 160, 80), outline=(0, 0, 0), width=6)
     return image
+
+
+def png_with_metadata(image: Image.Image, text_bytes: int = 0, icc_bytes: int = 0) -> bytes:
+    """A PNG carrying a compressed text chunk and an ICC chunk of the given sizes once decompressed, as image
+    generators (their workflow and parameters) and editors write them."""
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    if text_bytes:
+        info.add_text("workflow", "{" + "x" * (text_bytes - 2) + "}", zip=True)
+    options = {"icc_profile": b"\0" * icc_bytes} if icc_bytes else {}
+    return encoded(image, "PNG", pnginfo=info, **options)
+
+
+def gif_on_screen(image: Image.Image, screen: tuple[int, int], frame: tuple[int, int] | None = None) -> bytes:
+    """A GIF of `image` whose header declares a logical screen of `screen`; with `frame`, its first frame's
+    descriptor declares that size too (a decompression bomb's shape)."""
+    data = bytearray(encoded(image.convert("RGB"), "GIF"))
+    struct.pack_into("<HH", data, 6, *screen)
+    if frame is not None:
+        descriptor = data.index(b"\x2c", 13 + 3 * 2 ** ((data[10] & 7) + 1) if data[10] & 0x80 else 13)
+        struct.pack_into("<HH", data, descriptor + 5, *frame)
+    return bytes(data)
