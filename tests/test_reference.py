@@ -67,9 +67,19 @@ def test_subject_region_bounds_a_character_on_a_plain_background():
 def test_subject_region_of_a_busy_picture_is_the_whole_picture():
     photo = Image.fromarray(data.coffee())  # 600 x 400, no plain border
     region = subject_region(photo)
-    assert region.size == (600, 600)
-    # The photo is pasted whole in the middle.
-    assert np.array_equal(np.asarray(region)[100:500], np.asarray(photo))
+    # The photo whole in the middle, reduced to the 448 px an appearance crop keeps (twice the encoder's 224).
+    assert region.size == (448, 448)
+    reduced = photo.copy()
+    reduced.thumbnail((448, 448), Image.Resampling.LANCZOS)
+    top = (448 - reduced.height) // 2
+    assert np.array_equal(np.asarray(region)[top : top + reduced.height], np.asarray(reduced))
+
+
+def test_a_thin_reference_is_reduced_before_it_is_padded_to_a_square():
+    # 12000 x 1000: padded at full size this was a 12000 x 12000 square for a 224-px encoder input.
+    strip = Image.fromarray(np.tile(data.coffee(), (3, 20, 1))[:1000, :12000])
+    region = subject_region(strip)
+    assert region.size == (448, 448)
 
 
 def test_head_and_shoulders_is_a_square_inside_the_image_around_the_face():

@@ -44,6 +44,10 @@ SUBJECT_MARGIN = 0.06
 # Head and shoulders around a face box of width w and height h: 3w wide, from 0.6h above the box to 1.8h
 # below it (the shoulders of a front-facing portrait).
 HEAD_AND_SHOULDERS = {"width": 3.0, "above": 0.6, "below": 1.8}
+# The longest side an appearance crop keeps before it is padded to a square: twice the 224 px the image
+# encoder's processor resizes it to. Padding a thin 12000x1000 reference at full size made a 12000^2 square
+# (and 1.7 GB of floats in the processor) for a 224-px input.
+APPEARANCE_SIDE = 448
 
 
 @dataclass(frozen=True, eq=False)
@@ -177,6 +181,11 @@ def _plain_background(small: np.ndarray) -> tuple[int, int, int] | None:
 
 
 def _pad_square(image: Image.Image, colour: tuple[int, int, int]) -> Image.Image:
+    """The image, reduced to at most APPEARANCE_SIDE on its longer side, centred on a square of `colour`."""
+    image = image.convert("RGB")
+    if max(image.size) > APPEARANCE_SIDE:
+        image = image.copy()
+        image.thumbnail((APPEARANCE_SIDE, APPEARANCE_SIDE), Image.Resampling.LANCZOS)
     side = max(image.size)
     square = Image.new("RGB", (side, side), colour)
     square.paste(image.convert("RGB"), ((side - image.width) // 2, (side - image.height) // 2))
