@@ -184,6 +184,17 @@ def keeps_the_unpainted_pixels(opacity: int) -> Callable:
     return check
 
 
+def thin_picture() -> Image.Image:
+    """12000 x 1000, green to blue (no skin tone, so no face) with a busy border: its subject region is the
+    whole picture, padded to a square."""
+    ramp = np.linspace(0, 255, 12000, dtype=np.float32)
+    pixels_ = np.zeros((1000, 12000, 3), np.uint8)
+    pixels_[..., 1] = ramp.astype(np.uint8)
+    pixels_[..., 2] = (255 - ramp).astype(np.uint8)
+    pixels_[::50, :, 0] = 255  # thin red lines: texture
+    return Image.fromarray(pixels_)
+
+
 def thin_stroke(size: tuple[int, int]) -> Image.Image:
     """A 2-pixel stroke on a white mask drawn at four times the image's size."""
     mask = Image.new("L", (4 * size[0], 4 * size[1]), 255)
@@ -368,6 +379,10 @@ CASES = [
          "images up to 20:1", no_model_ran),
     Case("2000x100 reference (20:1)", reference(lambda p: data_uri(p.resize((2000, 100)))),
          "succeeds: read, no face found: appearance path", logs_contain("No human face found")),
+    # Padded to a square at full size before the 224-px encoder, this cost 2.5 GB; the RSS bound holds it.
+    Case("12000x1000 faceless picture as the reference (12:1)", reference(lambda p: data_uri(thin_picture())),
+         "succeeds: no face found: appearance path on a crop reduced to 448 px before padding",
+         logs_contain("No human face found")),
     # --- Colour modes and containers of the reference (the face is found in each)
     Case("RGBA cut-out reference", reference(lambda p: data_uri(with_alpha(p))),
          "succeeds: transparency over white, face found", logs_contain("Adapters: PuLID 0.80")),
