@@ -48,7 +48,10 @@ def reported_failures() -> Iterator[None]:
     except Exception as error:
         log.exception("Generation failed")
         first_line = (str(error).strip().splitlines() or [""])[0][:MAX_ERROR_CHARS]
+        # Set by CharacterService.generate: the last stage that completed (None: it failed in the first).
+        stage = getattr(error, "failed_after_stage", False)
+        where = "" if stage is False else f" after its {stage} stage" if stage else " in its first stage"
         raise GenerationError(
-            f"Generation failed inside the server ({type(error).__name__}: {first_line}); the inputs were "
-            "accepted, so retry, and report it with the server log if it persists"
+            f"Generation failed inside the server{where} ({type(error).__name__}: {first_line}); the inputs "
+            "were accepted, so retry, and report it with the server log if it persists"
         ) from error

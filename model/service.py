@@ -11,6 +11,7 @@ from the environment once, at setup.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import tempfile
@@ -144,17 +145,23 @@ class CharacterService:
 
     def generate(self, request: Request, record_metric: RecordMetric | None = None) -> Path:
         self._remove_previous_output()
+        timer = StageTimer()
         try:
-            return self._generate(request, record_metric)
+            return self._generate(request, record_metric, timer)
+        except Exception as error:
+            # Where it failed, for the one sentence the client gets (model/errors.py): coglet returns no
+            # logs with a failed prediction, and the stage is what a report of the failure needs first.
+            with contextlib.suppress(AttributeError):  # an exception type without a __dict__
+                error.failed_after_stage = next(reversed(timer.seconds), None)
+            raise
         finally:
             # After every request, failed ones included (model/memory.py): a few ms against a denoising
             # loop of seconds.
             release_freed_memory()
 
-    def _generate(self, request: Request, record_metric: RecordMetric | None) -> Path:
+    def _generate(self, request: Request, record_metric: RecordMetric | None, timer: StageTimer) -> Path:
         record_metric = record_metric or (lambda key, value: None)
         started = time.perf_counter()
-        timer = StageTimer()
         log.info("Generating...")
         # Every input is read and checked before the first model runs (face analysis, the LLM): a bad file
         # fails in a fraction of a second and costs no model time.

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model.errors import InputError, WeightsError
+from model.errors import GenerationError, InputError, WeightsError
 from tests.helpers.images import pixels
 
 DEFAULT_INPUTS = dict(
@@ -29,6 +29,7 @@ DEFAULT_INPUTS = dict(
 
 @pytest.fixture(scope="module")
 def predictor(tiny_weights):
+    import gc
     import os
 
     from predict import Predictor
@@ -38,6 +39,10 @@ def predictor(tiny_weights):
     try:
         predictor = Predictor()
         predictor.setup()
+        # setup() ends by freezing every live object out of garbage collection, as a server should; this
+        # test process goes on to other modules, so it gives them back to the collector.
+        assert gc.get_freeze_count() > 0
+        gc.unfreeze()
     finally:
         if previous is None:
             del os.environ["WEIGHTS_DIR"]
@@ -181,3 +186,19 @@ def test_logging_goes_to_stdout_as_bare_lines(capsys):
     configure_logging()  # idempotent: one handler, one line
     logging.getLogger("model.inputs.request").info("Using seed: %d", 9)
     assert capsys.readouterr().out == "Using seed: 9\n"
+
+
+def test_a_failure_inside_the_server_names_the_stage_it_came_after(predictor, reference, monkeypatch):
+    """coglet returns no logs with a failed prediction: the one sentence must say where it failed."""
+
+    def broken_generate(settings, on_step=None):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered\nmore detail")
+
+    monkeypatch.setattr(predictor.service.pipeline, "generate", broken_generate)
+    with pytest.raises(GenerationError) as raised:
+        predict(predictor, reference)
+    message = str(raised.value)
+    assert message.startswith(
+        "Generation failed inside the server after its prompt stage (RuntimeError: CUDA error: an illegal"
+    ), message
+    assert "\n" not in message and "retry" in message
