@@ -18,22 +18,17 @@ import torch.nn.functional as F
 from PIL import Image
 from safetensors.torch import load_file
 
-from model.errors import WeightsError
 from model.generation.image_kv_cache import IPAttnProcessorWithPrecomputedKV
 from model.generation.settings import GenerationSettings, IDTokens
 from model.identity.pulid import id_attention_layers, id_attention_processors, split_checkpoint
+from model.weights.checks import require_file
 
 PROCESSOR_SUFFIX = ".processor"
 
 
 def load_pulid_attention(path: Path) -> dict[str, torch.Tensor]:
     """PuLID's ID attention tensors (`{index}.id_to_{k,v}.weight`) from pulid_v1.1.safetensors."""
-    if not path.is_file():
-        raise WeightsError(
-            f"PuLID weights file {path} is missing: run scripts/download_weights.py "
-            "(or scripts/make_tiny_weights.py for the tiny profile)"
-        )
-    _, attention = split_checkpoint(load_file(path))
+    _, attention = split_checkpoint(load_file(require_file(path, "PuLID weights file")))
     return attention
 
 

@@ -22,6 +22,7 @@ from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 from PIL import Image
 
 from model.errors import InputError, WeightsError
+from model.weights.checks import require_file
 from model.weights.layout import FACE_DETECTOR_FILE, FACE_RECOGNIZER_FILE
 
 log = logging.getLogger(__name__)
@@ -107,11 +108,7 @@ class FaceAnalyzer:
         PuLID (model/identity/pulid/extraction.py)."""
         model_dir = Path(model_dir)
         for file_name in (detector_file, recognizer_file):
-            if not (model_dir / file_name).is_file():
-                raise WeightsError(
-                    f"Face model {model_dir / file_name} is missing: run scripts/download_weights.py "
-                    "(or scripts/make_tiny_weights.py for the tiny profile)"
-                )
+            require_file(model_dir / file_name, "Face model")
         providers, ctx_id = execution_providers()
         try:
             # A directory name makes FaceAnalysis load every *.onnx in it, never download anything.

@@ -31,6 +31,16 @@ from model.weights.stamp import STAMP_NAME, Stamp, sha256_file
 log = logging.getLogger(__name__)
 
 
+def require_file(path: Path, what: str) -> Path:
+    """`path` when it is a file; else WeightsError naming `what` and `path`, and the commands that write it."""
+    if not Path(path).is_file():
+        raise WeightsError(
+            f"{what} {path} is missing: run scripts/download_weights.py "
+            "(or scripts/make_tiny_weights.py for the tiny profile)"
+        )
+    return Path(path)
+
+
 def download_command(root: Path) -> str:
     return f"python scripts/download_weights.py --weights-dir {root}"
 

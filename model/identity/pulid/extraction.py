@@ -35,6 +35,7 @@ from model.identity.pulid.face_parsing import eva_input, face_tensor, grey_face_
 from model.identity.pulid.idformer import VIT_SCALES, IDFormer
 from model.identity.pulid.unet_layers import IDFORMER_PREFIX
 from model.timing import StageTimer
+from model.weights.checks import require_file
 from model.weights.layout import PULID_FACE_DETECTOR_FILE, PULID_FACE_RECOGNIZER_FILE, WeightsLayout
 
 log = logging.getLogger(__name__)
@@ -42,18 +43,9 @@ log = logging.getLogger(__name__)
 EVA_PREFIX = "visual."
 
 
-def _require(path: Path) -> Path:
-    if not path.is_file():
-        raise WeightsError(
-            f"PuLID weights file {path} is missing: run scripts/download_weights.py "
-            "(or scripts/make_tiny_weights.py for the tiny profile)"
-        )
-    return path
-
-
 def load_idformer(path: Path, device: torch.device, dtype: torch.dtype) -> IDFormer:
     """The IDFormer of a pulid_v1.1.safetensors file (its `id_adapter.*` tensors alone), loaded strictly."""
-    with safe_open(str(_require(path)), framework="pt") as checkpoint:
+    with safe_open(str(require_file(path, "PuLID weights file")), framework="pt") as checkpoint:
         names = checkpoint.keys()
         state = {
             key.removeprefix(IDFORMER_PREFIX): checkpoint.get_tensor(key)
@@ -68,7 +60,8 @@ def load_idformer(path: Path, device: torch.device, dtype: torch.dtype) -> IDFor
 def load_eva_tower(path: Path, device: torch.device, dtype: torch.dtype) -> EVAVisionTower:
     """EVA-CLIP's visual tower from its checkpoint (a torch state dict; `visual.*` read, the rest ignored)."""
     # weights_only: a state dict of tensors, never pickled code; mmap: the text tower is never read in.
-    checkpoint = torch.load(_require(path), map_location="cpu", weights_only=True, mmap=True)
+    path = require_file(path, "PuLID weights file")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     state = {k.removeprefix(EVA_PREFIX): v for k, v in checkpoint.items() if k.startswith(EVA_PREFIX)}
     if not state:
         raise WeightsError(f"{path} has no {EVA_PREFIX}* tensors: it is not an EVA-CLIP checkpoint")
@@ -83,7 +76,7 @@ def load_eva_tower(path: Path, device: torch.device, dtype: torch.dtype) -> EVAV
 
 def load_face_parser(path: Path, device: torch.device) -> BiSeNet:
     """BiSeNet from facexlib's parsing_bisenet.pth, in fp32 as facexlib runs it."""
-    state = torch.load(_require(path), map_location="cpu", weights_only=True)
+    state = torch.load(require_file(path, "PuLID weights file"), map_location="cpu", weights_only=True)
     with torch.device("meta"):
         parser = BiSeNet()
     parser.load_state_dict(state, strict=True, assign=True)
