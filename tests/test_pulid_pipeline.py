@@ -151,17 +151,26 @@ def test_the_appearance_adapter_works_beside_pulid(pulid_pipeline):
 
 
 def test_inpainting_confines_the_id_branch_to_the_mask_on_every_token_grid(pulid_pipeline):
-    settings = inpainting(pulid_request(pulid_pipeline))
+    # 128 px, so that the tiny UNet's first attention level (two halvings below the latent) has a 4 x 4 grid.
+    size = 2 * SIZE
+    settings = settings_for(SPEEDS["Turbo"], size, size)
+    settings = dataclasses.replace(
+        settings,
+        face=stand_in_face(pulid_pipeline.id_token_width),
+        adapters=settings.adapters.for_pulid(),
+        init_image=Image.new("RGB", (size, size), "grey"),
+        mask_image=centre_mask(size),
+    )
     pulid_pipeline.prepare(settings)
     branches = [attention.processor.id_branch for attention in pulid_pipeline.id_attentions]
-    # Every cross-attention has the mask on its own grid: the latent (64 / 8 = 8) halved at each level.
+    # Every cross-attention has the mask on its own grid: the latent (128 / 8 = 16) halved at each level.
     for branch in branches:
-        side = 8 >> branch.level
+        side = 16 >> branch.level
         assert branch.region.shape == (1, 1, side * side, 1)
-    grid = next(b.region for b in branches if b.level == 1).reshape(4, 4)
+    grid = next(b.region for b in branches if b.level == 2).reshape(4, 4)
     # The mask's centre square, and nothing around it.
     assert torch.equal(grid[1:3, 1:3], torch.ones(2, 2)) and grid.sum() == 4
-    assert {branch.level for branch in branches} == {1, 2}
+    assert {branch.level for branch in branches} == {2, 3}
     # Text-to-image next: no region is left behind.
     pulid_pipeline.prepare(pulid_request(pulid_pipeline))
     assert all(branch.region is None for branch in branches)
