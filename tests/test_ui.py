@@ -38,19 +38,29 @@ FAST = {"rendering_speed": "Turbo", "magic_prompt_option": "Off"}
 
 
 class RecordingProxy:
-    """Forwards every request to `target` and keeps the JSON bodies of the POSTs to /predictions."""
+    """Forwards every request to `target` and keeps the JSON bodies of the predictions created (POST
+    /predictions, PUT /predictions/{id}), the ids they were created under, and the ids cancelled."""
 
     def __init__(self, target: str):
         self.sent: list[dict] = []
+        self.ids: list[str | None] = []
+        self.cancelled: list[str] = []
         proxy = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def forward(self, method: str):
                 body = (
-                    self.rfile.read(int(self.headers.get("Content-Length", 0))) if method == "POST" else None
+                    self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                    if method in ("POST", "PUT")
+                    else None
                 )
-                if method == "POST" and self.path == "/predictions":
+                created = re.fullmatch(r"/predictions(?:/([^/]+))?", self.path)
+                if created and method in ("POST", "PUT"):
                     proxy.sent.append(json.loads(body))
+                    proxy.ids.append(created.group(1))
+                cancel = re.fullmatch(r"/predictions/([^/]+)/cancel", self.path)
+                if cancel and method == "POST":
+                    proxy.cancelled.append(cancel.group(1))
                 headers = {k: v for k, v in self.headers.items() if k.lower() in ("content-type", "prefer")}
                 response = requests.request(
                     method, target + self.path, data=body, headers=headers, timeout=600
@@ -66,6 +76,9 @@ class RecordingProxy:
 
             def do_POST(self):
                 self.forward("POST")
+
+            def do_PUT(self):
+                self.forward("PUT")
 
             def log_message(self, *args):
                 pass
@@ -150,21 +163,35 @@ def page(browser, ui_url, request):
     page.close()
 
 
+def unfold(page, panel: str, inside: str) -> None:
+    """Open the folded panel (gr.Accordion) with the elem_id `panel`, if `inside`, a selector of something
+    in it, is not shown (Gradio renders a folded panel's contents only once it is opened)."""
+    if page.locator(inside).count() == 0:
+        page.locator(f"#{panel} > button.label-wrap").click()
+    expect(page.locator(inside).first).to_be_visible()
+
+
 def fill_in(page, reference: Path, prompt: str, **choices: str) -> None:
     page.locator("#input-character_reference_image input[type=file]").set_input_files(str(reference))
     page.locator("#input-prompt textarea").fill(prompt)
     for name, value in choices.items():
+        unfold(page, "advanced", f"#input-{name}")
         page.locator(f"#input-{name}").get_by_label(value, exact=True).check()
+
+
+SETTLED = "() => /^(Done\\.|Failed:|Cancelled)/.test(document.querySelector('#status').innerText.trim())"
 
 
 def generate(page, timeout_s: float = 180) -> str:
     """Click Generate and wait for the status to settle; returns the final status text."""
     page.locator("#generate").click()
-    page.wait_for_function(
-        "() => /^(Done\\.|Failed:)/.test(document.querySelector('#status').innerText.trim())",
-        timeout=timeout_s * 1000,
-    )
+    page.wait_for_function(SETTLED, timeout=timeout_s * 1000)
     return page.locator("#status").inner_text().strip()
+
+
+def code_text(page, elem_id: str) -> str:
+    """The text of a gr.Code panel (CodeMirror's lines, without the gutter's line numbers)."""
+    return page.locator(f"#{elem_id} .cm-content").inner_text()
 
 
 @pytest.fixture(scope="module")
@@ -180,6 +207,9 @@ def test_generate_shows_progress_the_image_and_the_lines_to_reproduce_it(
     """Upload, generate while the server is busy with another request (409, retried), see the progress, the
     image, `Prompt used`; then reuse the seed and send the used prompt back with magic prompt Off."""
     fill_in(page, reference_file, "a knight in a forest", **FAST)
+    # Nothing to reuse before there is an output.
+    expect(page.locator("#reuse-seed")).to_be_disabled()
+    expect(page.locator("#send-prompt-back")).to_be_disabled()
     # Keep the server busy so that the page's first POST gets 409.
     busy = threading.Thread(
         target=cog_server.predict,
@@ -199,6 +229,22 @@ def test_generate_shows_progress_the_image_and_the_lines_to_reproduce_it(
     seed = int(re.search(r"Seed: (\d+)", report).group(1))
     assert re.search(r"Adapters: (PuLID|FaceID) \d\.\d\d", report), report
     assert "Identity similarity:" in report, report
+    # What the server decided, beside the output.
+    assert "Magic prompt: Off, prompt kept as given" in report, report
+    assert "Style: Fiction (Auto chose it by the cues: knight)" in report, report
+    assert re.search(r"Generation time: \d+\.\d\d s", report), report
+    unfold(page, "logs-panel", "#logs")
+    assert re.search(r"^Using seed: \d+$", code_text(page, "logs"), flags=re.M)
+    # The model's HTTP API: the curl line sends the very body the server got; the Python script the inputs.
+    unfold(page, "api", "#api-curl")
+    curl = code_text(page, "api-curl")
+    body_path = Path(re.search(r"--data-binary @(\S+)", curl).group(1))
+    # The same body, but for the webhook, which is the page's own plumbing for the progress.
+    assert json.loads(body_path.read_text()) == {"input": proxy.sent[-1]["input"]}
+    python = code_text(page, "api-python")
+    assert "'rendering_speed': 'Turbo'," in python and "data_uri('" in python, python
+    assert "/predictions" in python and f"# 'seed': {seed}," in python, python
+    assert page.get_by_text("Use via API").count() == 0  # Gradio's own endpoints are not the model's API
     assert page.locator("#output img").count() == 1
     assert page.locator("#gallery img").count() >= 1
     # The request the page sent holds what was chosen.
@@ -209,7 +255,9 @@ def test_generate_shows_progress_the_image_and_the_lines_to_reproduce_it(
     assert shown.size == (1024, 1024), shown.size  # 1:1 at one megapixel
 
     page.locator("#reuse-seed").click()
+    unfold(page, "advanced", "#input-seed")
     expect(page.locator("#input-seed textarea")).to_have_value(str(seed))
+    expect(page.locator("#randomize-seed input")).not_to_be_checked()  # else the seed would be ignored
     page.locator("#send-prompt-back").click()
     expect(page.locator("#input-magic_prompt_option").get_by_label("Off", exact=True)).to_be_checked()
     expect(page.locator("#input-prompt textarea")).to_have_value("a knight in a forest")
@@ -258,6 +306,7 @@ def test_painted_rectangle_becomes_the_mask_sent_and_the_rest_is_kept(page, prox
     white elsewhere; the page shows that mask; the output keeps every white pixel of the image."""
     scene = portrait.resize((320, 240), Image.Resampling.LANCZOS)
     fill_in(page, reference_file, "a knight", **FAST)
+    unfold(page, "inpainting", "#input-image")
     paint_rectangle(page, scene)
     final = generate(page)
     assert final == "Done.", final
@@ -301,3 +350,110 @@ def test_blank_reference_shows_the_servers_sentence(page, reference_file, tmp_pa
     final = generate(page)
     assert final.startswith("Failed:"), final
     assert "character_reference_image is blank (one colour, or almost)" in final, final
+
+
+def in_view(page, selector: str) -> bool:
+    box = page.locator(selector).bounding_box()
+    size = page.viewport_size
+    return (
+        box is not None
+        and box["y"] >= 0
+        and box["y"] + box["height"] <= size["height"]
+        and (box["x"] >= 0 and box["x"] + box["width"] <= size["width"])
+    )
+
+
+def test_a_file_that_is_no_image_is_one_sentence_in_the_status_in_one_view(page, proxy, tmp_path):
+    """At 1280x800, Generate, Cancel, the status and the progress bar are in the first view, the advanced
+    inputs and the inpainting panel folded. A file that is no image as the reference reaches the server,
+    and its refusal is one sentence in the status (no Cog prefix, no class name), not Gradio's bare
+    badges."""
+    page.set_viewport_size({"width": 1280, "height": 800})
+    page.evaluate("window.scrollTo(0, 0)")
+    for selector in ("#generate", "#cancel", "#status", "#progress", "#input-prompt"):
+        assert in_view(page, selector), (selector, page.locator(selector).bounding_box())
+    assert page.locator("#input-seed").count() == 0 and page.locator("#input-image").count() == 0  # folded
+    expect(page.locator("#cancel")).to_be_disabled()  # nothing runs yet
+
+    # A web page saved under an image's name, as a failed download leaves it: the browser takes the
+    # file by its name, Pillow cannot open it.
+    text_file = tmp_path / "download.jpg"
+    text_file.write_text("<html><body>404 Not Found</body></html>\n")
+    sent_before = len(proxy.sent)
+    fill_in(page, text_file, "a knight")
+    final = generate(page, timeout_s=60)
+    assert final == (
+        "Failed: character_reference_image is not a readable image (not an image format this server "
+        "reads): send a JPEG, PNG, WebP or HEIC file"
+    ), final
+    assert len(proxy.sent) == sent_before + 1  # the server judged the file, not the page
+    assert page.get_by_text("Error", exact=True).count() == 0
+    assert in_view(page, "#status")
+
+
+def test_an_example_click_makes_two_images_one_request_per_seed(page, proxy):
+    """The inpainting example fills in the form (a shipped public-domain photo, its mask, Turbo); two
+    images per click are two ordinary predictions, the server's random seed and that seed + 1."""
+    page.locator("#examples").get_by_text("Inpainting: a new head in a photo").click()
+    expect(page.locator("#input-prompt textarea")).to_have_value(
+        "an astronaut in the Blue Room of the White House"
+    )
+    expect(page.locator("#input-mask img").first).to_be_visible()  # the panel unfolds with the mask
+    unfold(page, "advanced", "#images-per-click")
+    count = page.locator("#images-per-click input[type=number]")
+    count.fill("2")
+    count.press("Enter")
+    sent_before = len(proxy.sent)
+    final = generate(page)
+    assert final == "Done.", final
+
+    first, second = (body["input"] for body in proxy.sent[sent_before:])
+    assert len(proxy.sent) == sent_before + 2
+    assert "seed" not in first  # randomized: the server chooses
+    captions = page.locator("#output .caption-label").all_inner_texts()
+    seeds = [int(re.fullmatch(r"seed (\d+)", text.strip()).group(1)) for text in captions]
+    assert len(seeds) == 2 and seeds[1] == seeds[0] + 1, captions
+    assert second == {**first, "seed": seeds[0] + 1}, "the second request differs beyond its seed"
+    assert first["rendering_speed"] == "Turbo" and first["magic_prompt_option"] == "Off", first
+    image, mask = decode_image(first["image"]), decode_image(first["mask"])
+    assert image.size == mask.size == (295, 320)
+    for img in page.locator("#output img").all():
+        shown = Image.open(io.BytesIO(page.request.get(img.get_attribute("src")).body()))
+        assert shown.size == (295, 320)
+
+
+def test_cancel_cancels_the_prediction_on_the_server(page, proxy, cog_server, reference_file):
+    """Cancel during a run: the page asks the server to cancel the prediction it created under its own
+    id (Cog's POST /predictions/{id}/cancel), the server ends it as canceled, and it is ready again."""
+    fill_in(page, reference_file, "a knight", rendering_speed="Quality", magic_prompt_option="Off")
+    page.locator("#generate").click()
+    page.wait_for_function(
+        "() => /^(Started|Step)/.test(document.querySelector('#status').innerText.trim())", timeout=120_000
+    )
+    page.locator("#cancel").click()
+    page.wait_for_function(SETTLED, timeout=60_000)
+    assert page.locator("#status").inner_text().strip() == "Cancelled."
+    assert proxy.ids[-1] and proxy.ids[-1] in proxy.cancelled, (proxy.ids[-1:], proxy.cancelled)
+    assert cog_server.settles_ready()
+    expect(page.locator("#cancel")).to_be_disabled()
+    expect(page.locator("#generate")).to_be_enabled()
+
+
+def test_the_page_fails_fast_naming_the_server_it_cannot_reach():
+    """`make ui` with nothing at SERVER: a sentence naming the address and how to start a server, within
+    seconds, not a minute of silence."""
+    address = f"http://127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    finished = subprocess.run(
+        [str(UI_PYTHON), "-m", "ui"],
+        cwd=ROOT,
+        env={**os.environ, "SERVER": address, "GRADIO_ANALYTICS_ENABLED": "False"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    seconds = time.monotonic() - started
+    assert finished.returncode == 1, finished
+    assert f"Cannot reach the model server at {address}" in finished.stderr, finished.stderr
+    assert "make serve" in finished.stderr, finished.stderr
+    assert seconds < 15, seconds  # REFUSED_SECONDS (5 s); Gradio is imported only once the server answers
