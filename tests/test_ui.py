@@ -190,8 +190,10 @@ def generate(page, timeout_s: float = 180) -> str:
 
 
 def code_text(page, elem_id: str) -> str:
-    """The text of a gr.Code panel (CodeMirror's lines, without the gutter's line numbers)."""
-    return page.locator(f"#{elem_id} .cm-content").inner_text()
+    """The whole text of a gr.Code panel, as its Download button saves it (CodeMirror draws only some of
+    the lines)."""
+    href = page.locator(f"#{elem_id} a[download]").first.get_attribute("href")
+    return page.evaluate("async href => await (await fetch(href)).text()", href)
 
 
 @pytest.fixture(scope="module")
@@ -201,30 +203,44 @@ def reference_file(portrait, tmp_path_factory) -> Path:
     return path
 
 
-def test_generate_shows_progress_the_image_and_the_lines_to_reproduce_it(
+def set_images_per_click(page, count: int) -> None:
+    unfold(page, "advanced", "#images-per-click")
+    field = page.locator("#images-per-click input[type=number]")
+    field.fill(str(count))
+    field.press("Enter")
+
+
+def test_generate_shows_progress_the_images_and_what_the_server_decided(
     page, proxy, cog_server, reference_file, portrait
 ):
-    """Upload, generate while the server is busy with another request (409, retried), see the progress, the
-    image, `Prompt used`; then reuse the seed and send the used prompt back with magic prompt Off."""
+    """Upload, generate two images while the server is busy with another request (409, retried): see the
+    progress, the images, what the server decided and the request as curl and Python; then reuse the
+    seed and send the used prompt back with magic prompt Off. Two images per click are two ordinary
+    predictions, the server's random seed and that seed + 1."""
     fill_in(page, reference_file, "a knight in a forest", **FAST)
+    set_images_per_click(page, 2)
     # Nothing to reuse before there is an output.
     expect(page.locator("#reuse-seed")).to_be_disabled()
     expect(page.locator("#send-prompt-back")).to_be_disabled()
-    # Keep the server busy so that the page's first POST gets 409.
+    # Keep the server busy so that the page's first request gets 409.
     busy = threading.Thread(
         target=cog_server.predict,
         kwargs={"prompt": "busy", "character_reference_image": data_uri(portrait), **FAST},
     )
     busy.start()
     time.sleep(0.5)
+    sent_before = len(proxy.sent)
     final = generate(page)
     busy.join()
     assert final == "Done.", final
 
     statuses = page.evaluate("window.statuses")
     assert any("busy" in text for text in statuses), statuses
-    assert any(re.fullmatch(r"Step \d+/8", text.strip()) for text in statuses), statuses
+    assert any(re.fullmatch(r"Image 1 of 2: Step \d+/8", text.strip()) for text in statuses), statuses
+    assert any(re.fullmatch(r"Image 2 of 2: Step \d+/8", text.strip()) for text in statuses), statuses
+    assert page.locator("#progress [role=progressbar]").get_attribute("aria-valuenow") == "100"
     report = page.locator("#report").inner_text()
+    assert "Image 1 of 2" in report, report
     assert "Prompt used: a knight in a forest" in report, report
     seed = int(re.search(r"Seed: (\d+)", report).group(1))
     assert re.search(r"Adapters: (PuLID|FaceID) \d\.\d\d", report), report
@@ -234,28 +250,39 @@ def test_generate_shows_progress_the_image_and_the_lines_to_reproduce_it(
     assert "Style: Fiction (Auto chose it by the cues: knight)" in report, report
     assert re.search(r"Generation time: \d+\.\d\d s", report), report
     unfold(page, "logs-panel", "#logs")
-    assert re.search(r"^Using seed: \d+$", code_text(page, "logs"), flags=re.M)
-    # The model's HTTP API: the curl line sends the very body the server got; the Python script the inputs.
+    assert f"Using seed: {seed}\n" in code_text(page, "logs")
+
+    # One request per image: the first leaves the seed to the server, the second is that seed + 1.
+    # The requests by prediction id: a request refused with 409 is sent again under the same id.
+    made = dict(
+        zip(proxy.ids[sent_before:], (body["input"] for body in proxy.sent[sent_before:]), strict=True)
+    )
+    assert len(made) == 2, list(made)
+    first, second = made.values()
+    assert first["prompt"] == "a knight in a forest" and first["rendering_speed"] == "Turbo", first
+    assert "seed" not in first  # randomized: the server chooses, as the contract says
+    assert second == {**first, "seed": seed + 1}, "the second request differs beyond its seed"
+    captions = page.locator("#output .caption-label").all_inner_texts()
+    assert [text.strip() for text in captions] == [f"seed {seed}", f"seed {seed + 1}"], captions
+    assert page.locator("#output img").count() == 2
+    assert page.locator("#gallery img").count() >= 2
+    shown = Image.open(
+        io.BytesIO(page.request.get(page.locator("#output img").first.get_attribute("src")).body())
+    )
+    assert shown.size == (1024, 1024), shown.size  # 1:1 at one megapixel
+
+    # The model's HTTP API: the curl line sends the body the server got; the Python script its inputs.
     unfold(page, "api", "#api-curl")
     curl = code_text(page, "api-curl")
     body_path = Path(re.search(r"--data-binary @(\S+)", curl).group(1))
     # The same body, but for the webhook, which is the page's own plumbing for the progress.
-    assert json.loads(body_path.read_text()) == {"input": proxy.sent[-1]["input"]}
+    assert json.loads(body_path.read_text()) == {"input": first}
     python = code_text(page, "api-python")
     assert "'rendering_speed': 'Turbo'," in python and "data_uri('" in python, python
     assert "/predictions" in python and f"# 'seed': {seed}," in python, python
     assert page.get_by_text("Use via API").count() == 0  # Gradio's own endpoints are not the model's API
-    assert page.locator("#output img").count() == 1
-    assert page.locator("#gallery img").count() >= 1
-    # The request the page sent holds what was chosen.
-    sent = proxy.sent[-1]["input"]
-    assert sent["prompt"] == "a knight in a forest" and sent["rendering_speed"] == "Turbo", sent
-    assert "seed" not in sent  # empty seed: random, as the contract says
-    shown = Image.open(io.BytesIO(page.request.get(page.locator("#output img").get_attribute("src")).body()))
-    assert shown.size == (1024, 1024), shown.size  # 1:1 at one megapixel
 
     page.locator("#reuse-seed").click()
-    unfold(page, "advanced", "#input-seed")
     expect(page.locator("#input-seed textarea")).to_have_value(str(seed))
     expect(page.locator("#randomize-seed input")).not_to_be_checked()  # else the seed would be ignored
     page.locator("#send-prompt-back").click()
@@ -391,35 +418,24 @@ def test_a_file_that_is_no_image_is_one_sentence_in_the_status_in_one_view(page,
     assert in_view(page, "#status")
 
 
-def test_an_example_click_makes_two_images_one_request_per_seed(page, proxy):
-    """The inpainting example fills in the form (a shipped public-domain photo, its mask, Turbo); two
-    images per click are two ordinary predictions, the server's random seed and that seed + 1."""
+def test_an_example_click_fills_in_the_form(page):
+    """The inpainting example fills in the form from the shipped public-domain photos: a reference, a
+    prompt, a speed, the image to paint into and its mask, and unfolds the inpainting panel to show them.
+    (Generating from a filled-in form is the other tests' part.)"""
     page.locator("#examples").get_by_text("Inpainting: a new head in a photo").click()
     expect(page.locator("#input-prompt textarea")).to_have_value(
         "an astronaut in the Blue Room of the White House"
     )
-    expect(page.locator("#input-mask img").first).to_be_visible()  # the panel unfolds with the mask
-    unfold(page, "advanced", "#images-per-click")
-    count = page.locator("#images-per-click input[type=number]")
-    count.fill("2")
-    count.press("Enter")
-    sent_before = len(proxy.sent)
-    final = generate(page)
-    assert final == "Done.", final
-
-    first, second = (body["input"] for body in proxy.sent[sent_before:])
-    assert len(proxy.sent) == sent_before + 2
-    assert "seed" not in first  # randomized: the server chooses
-    captions = page.locator("#output .caption-label").all_inner_texts()
-    seeds = [int(re.fullmatch(r"seed (\d+)", text.strip()).group(1)) for text in captions]
-    assert len(seeds) == 2 and seeds[1] == seeds[0] + 1, captions
-    assert second == {**first, "seed": seeds[0] + 1}, "the second request differs beyond its seed"
-    assert first["rendering_speed"] == "Turbo" and first["magic_prompt_option"] == "Off", first
-    image, mask = decode_image(first["image"]), decode_image(first["mask"])
-    assert image.size == mask.size == (295, 320)
-    for img in page.locator("#output img").all():
-        shown = Image.open(io.BytesIO(page.request.get(img.get_attribute("src")).body()))
-        assert shown.size == (295, 320)
+    expect(page.locator("#input-rendering_speed").get_by_label("Turbo", exact=True)).to_be_checked()
+    expect(page.locator("#input-character_reference_image img").first).to_be_visible()
+    # The panel unfolds with the image and its mask.
+    expect(page.locator("#input-mask img").first).to_be_visible()
+    expect(page.locator("#input-image canvas").first).to_be_visible()
+    mask_src = page.locator("#input-mask img").first.get_attribute("src")
+    mask = Image.open(io.BytesIO(page.request.get(mask_src).body()))
+    assert mask.size == Image.open(ROOT / "tests" / "data" / "faces" / "biden_blue_room_2010.jpg").size
+    unfold(page, "advanced", "#input-magic_prompt_option")
+    expect(page.locator("#input-magic_prompt_option").get_by_label("Off", exact=True)).to_be_checked()
 
 
 def test_cancel_cancels_the_prediction_on_the_server(page, proxy, cog_server, reference_file):

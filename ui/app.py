@@ -410,9 +410,20 @@ def build(server: Server, openapi: dict | None = None) -> gr.Blocks:
                         "the curl line sends the whole body the page saved, and the Python script reads "
                         "each image from the file the page sent (put your own paths there)."
                     )
-                    request_json = gr.Code("", language="json", label="Inputs", elem_id="api-json")
-                    curl = gr.Code("", language="shell", label="curl", elem_id="api-curl")
-                    python = gr.Code("", language="python", label="Python", elem_id="api-python")
+                    request_json = gr.Code(
+                        "", language="json", label="Inputs", elem_id="api-json", wrap_lines=True, max_lines=40
+                    )
+                    curl = gr.Code(
+                        "", language="shell", label="curl", elem_id="api-curl", wrap_lines=True, max_lines=40
+                    )
+                    python = gr.Code(
+                        "",
+                        language="python",
+                        label="Python",
+                        elem_id="api-python",
+                        wrap_lines=True,
+                        max_lines=60,
+                    )
                 gallery = gr.Gallery(
                     label="Outputs since this page was opened",
                     elem_id="gallery",
@@ -524,7 +535,7 @@ def build(server: Server, openapi: dict | None = None) -> gr.Blocks:
                         path=str(path),
                         report=found,
                         logs=prediction.get("logs") or "",
-                        request_json=json.dumps({"input": abbreviated(these)}, indent=2),
+                        request_json=json.dumps({"input": abbreviated(these)}, indent=2, ensure_ascii=False),
                         curl=curl_snippet(server.url, body_path),
                         python=python_snippet(server.url, these, files, seed=found.seed),
                     )
