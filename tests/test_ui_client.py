@@ -4,13 +4,31 @@ The page itself is tested in Chromium by tests/test_ui.py."""
 
 from __future__ import annotations
 
+import ast
 import json
+import time
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from tests.helpers import ROOT
-from ui.client import Report, contract_fields, http_error_sentence, last_step, mask_from_strokes
+from tests.helpers.cog_server import free_port
+from ui.client import (
+    Report,
+    Server,
+    ServerUnreachable,
+    abbreviated,
+    contract_fields,
+    curl_snippet,
+    data_uri_of_file,
+    error_sentence,
+    http_error_sentence,
+    last_step,
+    mask_from_strokes,
+    python_snippet,
+    step_numbers,
+)
 
 CONTRACT = json.loads((ROOT / "specs" / "ideogram-character.contract.json").read_text(encoding="utf-8"))
 
@@ -57,7 +75,85 @@ def test_report_reads_the_lines_that_reproduce_an_image():
     assert report.identity_similarity == "not scored (no face in output)"
     assert "**Prompt used:** a knight" in report.markdown()
     assert last_step(LOGS) == "Step 8/8" and last_step("Using seed: 1\n") is None
+    assert step_numbers(LOGS) == (8, 8)
     assert Report.from_logs("") == Report()
+
+
+def test_report_tells_what_the_server_decided():
+    report = Report.from_logs(LOGS)
+    assert report.style_cues == "knight"
+    assert report.style_text() == "Fiction (Auto chose it by the cues: knight)"
+    assert report.magic_prompt == "Off, prompt kept as given"
+    assert report.generation_seconds == 9.52
+    assert report.safety_checker == "passed"
+    markdown = report.markdown()
+    assert "**Generation time:** 9.52 s" in markdown
+    assert "**Magic prompt:** Off, prompt kept as given" in markdown
+    # A style named in the request has no "Auto chose" line; Auto without cues falls back to its default.
+    named = Report.from_logs(LOGS.replace("Style: Auto chose Fiction (cues: knight)\n", ""))
+    assert named.style_text() == "Fiction (as asked)"
+    default = Report.from_logs(LOGS.replace("(cues: knight)", "(cues: none)"))
+    assert default.style_text() == "Fiction (Auto's default: no cue words in the prompt)"
+    # A rejected rewrite, and the setup's own magic prompt lines, which are no outcome.
+    rejected = Report.from_logs(
+        "Magic prompt: loaded the fallback SmolLM2 in 0.4 s\n"
+        "Magic prompt rejected (timed out after 15 s) after 15.22 s; using the prompt as given. "
+        "Rejected rewrite: ''\n"
+    )
+    assert rejected.magic_prompt.startswith("rejected (timed out after 15 s)"), rejected.magic_prompt
+    assert Report.from_logs("Magic prompt: loaded the fallback in 0.4 s\n").magic_prompt is None
+
+
+def test_error_sentences_lose_cogs_prefixes_and_the_class_name():
+    # Cog 0.23's words for an InputError, as a raw HTTP client receives them.
+    raw = (
+        "Prediction failed: Prediction failed: InputError: mask is 1200x626 pixels and image is "
+        "1024x1024: send a mask of the image's aspect ratio"
+    )
+    assert error_sentence(raw) == (
+        "mask is 1200x626 pixels and image is 1024x1024: send a mask of the image's aspect ratio"
+    )
+    assert error_sentence("GenerationError: Generation failed inside the server (RuntimeError: x)") == (
+        "Generation failed inside the server (RuntimeError: x)"
+    )
+    # A sentence alone (a server that already sends it so) and a colon inside one are kept as they are.
+    assert error_sentence("seed: must be an integer") == "seed: must be an integer"
+    assert error_sentence("canceled") == "canceled"
+
+
+def test_an_unreachable_server_is_given_up_on_in_seconds_with_a_sentence():
+    server = Server(f"http://127.0.0.1:{free_port()}")
+    started = time.monotonic()
+    with pytest.raises(ServerUnreachable) as raised:
+        server.openapi(wait_seconds=60, refused_seconds=1)
+    assert time.monotonic() - started < 5
+    message = str(raised.value)
+    assert server.url in message and "make serve" in message and "SERVER" in message, message
+
+
+def test_api_snippets_carry_the_exact_request(tmp_path):
+    reference = tmp_path / "me.png"
+    Image.new("RGB", (8, 8), "red").save(reference)
+
+    inputs = {"prompt": "a knight", "character_reference_image": data_uri_of_file(reference), "seed": 7}
+    shown = abbreviated(inputs)
+    assert shown["prompt"] == "a knight" and shown["seed"] == 7
+    assert shown["character_reference_image"].startswith("data:image/png;base64,")
+    assert shown["character_reference_image"].endswith(f"({reference.stat().st_size} bytes)")
+
+    body = tmp_path / "request.json"
+    curl = curl_snippet("http://127.0.0.1:5000", body)
+    assert f"--data-binary @{body}" in curl and "http://127.0.0.1:5000/predictions" in curl
+
+    script = python_snippet("http://127.0.0.1:5000", inputs, {"character_reference_image": reference})
+    ast.parse(script)  # valid Python
+    namespace: dict = {}
+    # The script's inputs, built as it builds them, are the request that was sent.
+    prelude, _, rest = script.partition("inputs = {")
+    exec(prelude + "inputs = {" + rest.split("\n}\n", 1)[0] + "\n}\n", namespace)  # noqa: S102
+    assert namespace["inputs"] == inputs
+    chosen = python_snippet("http://h", {"prompt": "x"}, {}, seed=42)
+    assert "# 'seed': 42," in chosen
 
 
 def test_mask_is_black_exactly_where_painted_at_the_images_size():

@@ -1,6 +1,7 @@
 """The browser page (`make ui`): a Gradio form for a running Cog server of this model, built from the
-server's /openapi.json, with a brush to paint the inpainting region, progress from the server's logs, the
-lines that reproduce an image, and a gallery of this page's outputs.
+server's /openapi.json, with a brush to paint the inpainting region, progress from the server's logs, a
+Cancel button, what the server decided for each image, the request as curl and Python, and a gallery of
+this page's outputs.
 
     SERVER=http://localhost:5000 .venv-ui/bin/python -m ui
 
@@ -12,33 +13,89 @@ UI_WEBHOOK_PORT (default 0: any free port).
 
 from __future__ import annotations
 
+import html
+import itertools
+import json
 import os
 import re
 import sys
 import tempfile
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from ui.client import (
     Field,
     Report,
     Server,
+    ServerUnreachable,
     WebhookReceiver,
+    abbreviated,
     contract_fields,
+    curl_snippet,
     data_uri_of_file,
-    data_uri_of_image,
+    error_sentence,
     image_of_data_uri,
     mask_from_strokes,
+    python_snippet,
 )
 
+ROOT = Path(__file__).resolve().parent.parent
 # The contract's inpainting pair: `image` is painted on in the editor and `mask` made from the strokes.
 # Every other input gets the control its type calls for.
 IMAGE_FIELD, MASK_FIELD = "image", "mask"
+# The inputs shown at once beside Generate; every other one is in the folded "Advanced inputs".
+MAIN_FIELDS = ("prompt", "character_reference_image", "rendering_speed")
 # Enums with this many values or fewer are radio buttons, longer ones drop-downs.
 RADIO_MAX_CHOICES = 4
 BRUSH_COLOUR = ("#ff2d95", 0.6)
+MAX_IMAGES_PER_CLICK = 4
+# The contract's largest seed; seed + 1, seed + 2 ... wrap around to 0 past it.
+SEED_LIMIT = 2**31
+
+# Public-domain photos the repository ships (sources in evaluation/README.md).
+EILEEN_COLLINS = ROOT / "evaluation" / "references" / "eileen_collins.jpg"
+GRACE_HOPPER = ROOT / "evaluation" / "references" / "grace_hopper.jpg"
+OBAMA = ROOT / "tests" / "data" / "faces" / "obama_portrait_2012.jpg"
+BIDEN = ROOT / "tests" / "data" / "faces" / "biden_blue_room_2010.jpg"
+# The inpainting example's region on BIDEN (295x320): his head, as an ellipse (left, top, right, bottom).
+BIDEN_HEAD = (62, 28, 222, 222)
+
+TIPS = """**Tips.** One clear, well-lit reference with the face or character large in the frame works best.
+Describe the scene, not the person: the reference gives the identity. Turbo is the fastest speed for
+trying prompts; keep a seed you like (**Reuse seed**) and switch to Quality. For inpainting, open
+*Inpainting*, upload an image and paint the region to regenerate: the rest of the image is kept.
+Several images per click (*Advanced inputs*) use the seeds N, N+1, ... one request each."""
+
+CSS = """
+#progress .bar { height: 8px; border-radius: 4px; background: var(--neutral-200); overflow: hidden; }
+#progress .bar > div { height: 100%; background: var(--color-accent); transition: width 0.2s; }
+#status p { margin: 0; }
+"""
+
+
+def image_file(**options) -> gr.Image:
+    """An image upload (gr.Image, type "filepath") that hands the page the file as uploaded when this
+    environment's Pillow cannot open it (a text file, a HEIC photo), instead of failing before the page's
+    function runs (Gradio then shows bare "Error" badges and no sentence). The server reads the file and,
+    if it is no image it can use, refuses it with a sentence naming the input, shown in the status.
+
+    The instance's preprocess is replaced rather than subclassed: Gradio writes a .pyi stub next to the
+    module of every Component subclass."""
+    image = gr.Image(type="filepath", **options)
+    strict = gr.Image.preprocess
+
+    def preprocess(payload):
+        try:
+            return strict(image, payload)
+        except Exception:  # noqa: BLE001 - any file Pillow cannot open goes to the server as it is
+            return str(payload.path) if payload is not None and payload.path else None
+
+    image.preprocess = preprocess
+    return image
 
 
 def control(field: Field) -> gr.components.Component:
@@ -62,19 +119,26 @@ def control(field: Field) -> gr.components.Component:
     if field.kind == "boolean":
         return gr.Checkbox(value=bool(field.default), elem_id=elem_id, **common)
     if field.kind == "file":
-        return gr.Image(
-            type="filepath", label=f"{field.title}: {field.description}", elem_id=elem_id, height=320
-        )
-    lines = 3 if field.name == "prompt" else 1
+        return image_file(label=f"{field.title}: {field.description}", elem_id=elem_id, height=210)
+    lines = 2 if field.name == "prompt" else 1
     return gr.Textbox(value=field.default, lines=lines, elem_id=elem_id, **common)
 
 
-def inputs_for_server(fields: list[Field], values: dict, out_dir: Path) -> tuple[dict, Image.Image | None]:
-    """The prediction's `input` object from the controls' values, and the mask made from painted strokes
-    (None when none were painted). Empty optional inputs are left out: Cog 0.23 refuses an explicit null.
+class PageError(Exception):
+    """Something the user must change on the page before a request can go; the message says what."""
 
-    Raises gr.Error when both a mask is painted and one is uploaded (which to use would be a guess)."""
+
+def inputs_for_server(
+    fields: list[Field], values: dict, folder: Path
+) -> tuple[dict, dict[str, Path], Image.Image | None]:
+    """The prediction's `input` object from the controls' values, the file each image input was read from
+    (the exact bytes sent; painted images and masks are written to `folder` as PNG), and the mask made
+    from painted strokes (None when none were painted). Empty optional inputs are left out: Cog 0.23
+    refuses an explicit null.
+
+    Raises PageError when both a mask is painted and one is uploaded (which to use would be a guess)."""
     inputs: dict = {}
+    files: dict[str, Path] = {}
     painted_mask = None
     for field in fields:
         value = values.get(field.name)
@@ -84,13 +148,14 @@ def inputs_for_server(fields: list[Field], values: dict, out_dir: Path) -> tuple
             if background is None:
                 continue
             background = background.convert("RGB")
-            inputs[IMAGE_FIELD] = data_uri_of_image(background)
+            files[IMAGE_FIELD] = folder / f"{IMAGE_FIELD}.png"
+            background.save(files[IMAGE_FIELD])
             painted_mask = mask_from_strokes(background, editor.get("layers") or [])
         elif field.name == MASK_FIELD:
             continue  # decided below, once the strokes are known
         elif field.kind == "file":
             if value:
-                inputs[field.name] = data_uri_of_file(value)
+                files[field.name] = Path(value)
         elif value is None or (isinstance(value, str) and not value.strip() and not field.required):
             continue
         elif field.kind == "integer":
@@ -101,19 +166,29 @@ def inputs_for_server(fields: list[Field], values: dict, out_dir: Path) -> tuple
             inputs[field.name] = value
     uploaded_mask = values.get(MASK_FIELD)
     if painted_mask is not None and uploaded_mask:
-        raise gr.Error("A region is painted on the image and a mask is uploaded too: clear one of them.")
+        raise PageError("A region is painted on the image and a mask is uploaded too: clear one of them.")
     if painted_mask is not None:
-        inputs[MASK_FIELD] = data_uri_of_image(painted_mask)
-        painted_mask.save(out_dir / "mask-sent.png")
+        files[MASK_FIELD] = folder / f"{MASK_FIELD}.png"
+        painted_mask.save(files[MASK_FIELD])
     elif uploaded_mask:
-        inputs[MASK_FIELD] = data_uri_of_file(uploaded_mask)
-    return inputs, painted_mask
+        files[MASK_FIELD] = Path(uploaded_mask)
+    # In the contract's order, each image as a data URI of the file's own bytes.
+    ordered = {}
+    for field in fields:
+        if field.name in files:
+            ordered[field.name] = data_uri_of_file(files[field.name])
+        elif field.name in inputs:
+            ordered[field.name] = inputs[field.name]
+    return ordered, files, painted_mask
 
 
-def inpainting_controls(fields: list, controls: dict[str, gr.components.Component]) -> gr.Image:
-    """The inpainting accordion: an image editor to paint the region on, a mask upload, and the preview of
-    the mask the strokes make (returned). Adds the image and mask controls to `controls`."""
-    with gr.Accordion("Inpainting: paint the region to regenerate", open=True):
+def inpainting_controls(fields: list, controls: dict[str, gr.components.Component]) -> tuple:
+    """The inpainting accordion, folded: an image editor to paint the region on, a mask upload, and the
+    preview of the mask the strokes make. Adds the image and mask controls to `controls`; returns the
+    accordion and the preview."""
+    with gr.Accordion(
+        "Inpainting: paint the region to regenerate", open=False, elem_id="inpainting"
+    ) as accordion:
         image_field = next((f for f in fields if f.name == IMAGE_FIELD), None)
         mask_field = next((f for f in fields if f.name == MASK_FIELD), None)
         if image_field:
@@ -128,64 +203,237 @@ def inpainting_controls(fields: list, controls: dict[str, gr.components.Componen
             )
         with gr.Row():
             if mask_field:
-                controls[MASK_FIELD] = gr.Image(
-                    type="filepath",
-                    label=f"Or upload a mask. {mask_field.description}",
+                controls[MASK_FIELD] = image_file(
+                    label="Or upload a mask (black = regenerate, white = keep)",
                     elem_id=f"input-{MASK_FIELD}",
                     height=240,
                 )
-            return gr.Image(
+            preview = gr.Image(
                 label="Mask from the strokes (black = regenerate)",
                 interactive=False,
                 elem_id="mask-preview",
                 height=240,
                 format="png",
             )
+    return accordion, preview
 
 
-def build(server: Server) -> gr.Blocks:
-    """The page for `server`, whose /openapi.json must answer (waited for up to a minute)."""
-    fields = contract_fields(server.openapi(wait_seconds=60))
+def progress_html(fraction: float | None, text: str = "") -> str:
+    """The progress bar: `fraction` of the click's work done (0 to 1), or an empty bar when None."""
+    percent = 0 if fraction is None else round(100 * min(max(fraction, 0.0), 1.0))
+    return (
+        f'<div class="bar" role="progressbar" aria-valuemin="0" aria-valuemax="100" '
+        f'aria-valuenow="{percent}"><div style="width: {percent}%"></div></div>'
+        f"<small>{html.escape(text)}</small>"
+    )
+
+
+def example_mask(folder: Path) -> Path:
+    """The inpainting example's mask: BIDEN's size, black (regenerate) over his head, white elsewhere."""
+    size = Image.open(BIDEN).size
+    mask = Image.new("L", size, 255)
+    ImageDraw.Draw(mask).ellipse(BIDEN_HEAD, fill=0)
+    path = folder / "example-mask.png"
+    mask.save(path)
+    return path
+
+
+def examples_of(folder: Path) -> list[tuple[str, dict]]:
+    """The clickable examples: (label, the inputs each one fills in), on the public-domain photos the
+    repository ships; the inpainting one's mask is written to `folder`."""
+    return [
+        (
+            "Astronaut, Turbo, magic prompt Off",
+            {
+                "prompt": "an astronaut reading a book in a cozy library, warm light",
+                "character_reference_image": str(EILEEN_COLLINS),
+                "rendering_speed": "Turbo",
+                "magic_prompt_option": "Off",
+            },
+        ),
+        (
+            "Watercolor, Default",
+            {
+                "prompt": "a watercolor portrait of a woman in a sunny garden",
+                "character_reference_image": str(GRACE_HOPPER),
+                "rendering_speed": "Default",
+            },
+        ),
+        (
+            "Hiking photo, Quality",
+            {
+                "prompt": "a man hiking in the mountains at sunrise, photo",
+                "character_reference_image": str(OBAMA),
+                "rendering_speed": "Quality",
+            },
+        ),
+        (
+            "Inpainting: a new head in a photo",
+            {
+                "prompt": "an astronaut in the Blue Room of the White House",
+                "character_reference_image": str(EILEEN_COLLINS),
+                "rendering_speed": "Turbo",
+                "magic_prompt_option": "Off",
+                IMAGE_FIELD: str(BIDEN),
+                MASK_FIELD: str(example_mask(folder)),
+            },
+        ),
+    ]
+
+
+@dataclass
+class Job:
+    """A session's running click, for its Cancel button: the prediction under way, and whether to stop."""
+
+    prediction_id: str | None = None
+    cancelled: bool = False
+    running: bool = False
+
+
+@dataclass
+class Result:
+    """One image of a click, with what the page shows for it."""
+
+    path: str
+    report: Report
+    logs: str
+    request_json: str
+    curl: str
+    python: str
+
+
+def report_markdown(result: Result, index: int, count: int) -> str:
+    title = (
+        f"**Image {index + 1} of {count}** (select another in the results to see its own)\n\n"
+        if count > 1
+        else ""
+    )
+    return title + result.report.markdown()
+
+
+def read_openapi(server: Server) -> dict:
+    """The server's /openapi.json: a server still in its setup is waited for up to a minute, an address
+    where nothing answers raises ServerUnreachable within seconds."""
+    return server.openapi(wait_seconds=60, on_wait=lambda text: print(text, file=sys.stderr, flush=True))
+
+
+def build(server: Server, openapi: dict | None = None) -> gr.Blocks:
+    """The page for `server`, its controls from `openapi` (read from the server when None, see
+    read_openapi)."""
+    fields = contract_fields(openapi if openapi is not None else read_openapi(server))
     names = [field.name for field in fields]
     out_dir = Path(tempfile.mkdtemp(prefix="open-character-ui-"))
+    requests_made = itertools.count(1)
+    style_choices = next((f.choices for f in fields if f.name == "style_type"), ())
 
     with gr.Blocks(title="open-character") as page:
         gr.Markdown(
-            f"## open-character\nA consistent character from one reference image. Server: `{server.url}`. "
-            "For inpainting, upload an image and paint the region to regenerate: the page sends the "
-            "contract's mask (black = regenerate, white = keep) at the image's size."
+            f"### open-character · a consistent character from one reference image · server `{server.url}`"
         )
+        session_job = gr.State(Job())
         last_report = gr.State(None)
+        results = gr.State([])
         history = gr.State([])
         controls: dict[str, gr.components.Component] = {}
         with gr.Row():
             with gr.Column(scale=1):
                 for field in fields:
-                    if field.name in (IMAGE_FIELD, MASK_FIELD):
-                        continue
-                    controls[field.name] = control(field)
-                mask_preview = inpainting_controls(fields, controls)
-                generate = gr.Button("Generate", variant="primary", elem_id="generate")
-            with gr.Column(scale=1):
+                    if field.name in MAIN_FIELDS:
+                        controls[field.name] = control(field)
+                with gr.Row():
+                    generate = gr.Button("Generate", variant="primary", elem_id="generate", scale=3)
+                    cancel = gr.Button("Cancel", variant="stop", elem_id="cancel", interactive=False, scale=1)
                 status = gr.Markdown("Ready.", elem_id="status")
-                output = gr.Image(label="Output", interactive=False, elem_id="output", format="png")
+                progress = gr.HTML(progress_html(None), elem_id="progress")
+                with gr.Accordion("Advanced inputs", open=False, elem_id="advanced"):
+                    images_per_click = gr.Slider(
+                        1,
+                        MAX_IMAGES_PER_CLICK,
+                        value=1,
+                        step=1,
+                        label="Images per click",
+                        info="One request per image, with the seeds N, N+1, ...",
+                        elem_id="images-per-click",
+                    )
+                    randomize = gr.Checkbox(
+                        value=True,
+                        label="Randomize seed (the server chooses one; the seed below is ignored)",
+                        elem_id="randomize-seed",
+                    )
+                    for field in fields:
+                        if field.name not in MAIN_FIELDS and field.name not in (IMAGE_FIELD, MASK_FIELD):
+                            controls[field.name] = control(field)
+                inpainting, mask_preview = inpainting_controls(fields, controls)
+                examples = examples_of(out_dir)
+                example_names = [
+                    n for n in names if n in controls and any(n in values for _, values in examples)
+                ]
+                examples = [
+                    (label, values) for label, values in examples if values.keys() <= set(example_names)
+                ]
+                gr.Examples(
+                    [[values.get(name) for name in example_names] for _, values in examples],
+                    [controls[name] for name in example_names],
+                    label="Examples: click one to fill in the form (the last one inpaints)",
+                    elem_id="examples",
+                    example_labels=[label for label, _ in examples],
+                )
+                gr.Markdown(TIPS, elem_id="tips")
+            with gr.Column(scale=1):
+                output = gr.Gallery(
+                    label="Output",
+                    elem_id="output",
+                    columns=2,
+                    height=420,
+                    object_fit="contain",
+                    preview=False,
+                    format="png",
+                    type="filepath",
+                    interactive=False,
+                )
                 report = gr.Markdown("", elem_id="report")
                 with gr.Row():
-                    reuse_seed = gr.Button("Reuse seed", elem_id="reuse-seed")
+                    reuse_seed = gr.Button("Reuse seed", elem_id="reuse-seed", interactive=False)
                     send_back = gr.Button(
-                        "Send the used prompt back (magic prompt Off)", elem_id="send-prompt-back"
+                        "Send the used prompt back (magic prompt Off)",
+                        elem_id="send-prompt-back",
+                        interactive=False,
+                    )
+                with gr.Accordion(
+                    "Logs: everything the server logged for this image", open=False, elem_id="logs-panel"
+                ):
+                    logs = gr.Code("", language=None, elem_id="logs", lines=8, max_lines=30)
+                with gr.Accordion("API: this request as curl and Python", open=False, elem_id="api"):
+                    gr.Markdown(
+                        "The model's own HTTP API (Cog's `POST /predictions`), with the inputs this page "
+                        "just sent. Images travel as data URIs: the request's JSON below shortens them, "
+                        "the curl line sends the whole body the page saved, and the Python script reads "
+                        "each image from the file the page sent (put your own paths there)."
+                    )
+                    request_json = gr.Code(
+                        "", language="json", label="Inputs", elem_id="api-json", wrap_lines=True, max_lines=40
+                    )
+                    curl = gr.Code(
+                        "", language="shell", label="curl", elem_id="api-curl", wrap_lines=True, max_lines=40
+                    )
+                    python = gr.Code(
+                        "",
+                        language="python",
+                        label="Python",
+                        elem_id="api-python",
+                        wrap_lines=True,
+                        max_lines=60,
                     )
                 gallery = gr.Gallery(
                     label="Outputs since this page was opened",
                     elem_id="gallery",
                     columns=4,
-                    height=280,
+                    height=200,
                     preview=False,
                     format="png",
                     buttons=["download"],
                     type="filepath",
                 )
-
         ordered = [controls[name] for name in names if name in controls]
         ordered_names = [name for name in names if name in controls]
 
@@ -199,57 +447,186 @@ def build(server: Server) -> gr.Blocks:
             controls[IMAGE_FIELD].change(
                 show_mask, controls[IMAGE_FIELD], mask_preview, trigger_mode="always_last"
             )
-
-        def run(gallery_items, *values):
-            inputs, painted_mask = inputs_for_server(
-                fields, dict(zip(ordered_names, values, strict=True)), out_dir
+        if MASK_FIELD in controls:
+            # An uploaded mask (or the inpainting example) unfolds the panel, so that the user sees it.
+            controls[MASK_FIELD].change(
+                lambda mask: gr.Accordion(open=True) if mask else gr.skip(), controls[MASK_FIELD], inpainting
             )
+
+        def run(job: Job, gallery_items, count, randomize_seed, *values):
+            # The session's Job, shared with its Cancel button (a gr.State holds one object per session).
+            job.prediction_id, job.cancelled, job.running = None, False, True
             gallery_items = list(gallery_items or [])
-            yield {status: "Sending the request...", mask_preview: painted_mask}
-            for update in server.predict(inputs):
-                if update.kind in ("busy", "progress"):
-                    yield {status: update.text}
-                    continue
-                prediction = update.prediction or {}
-                if prediction.get("status") != "succeeded":
-                    # The server's own sentence, as it is.
-                    yield {status: f"**Failed:** {prediction.get('error') or prediction.get('status')}"}
+            running = {cancel: gr.update(interactive=True), generate: gr.update(interactive=False)}
+            idle = {cancel: gr.update(interactive=False), generate: gr.update(interactive=True)}
+            done: list[Result] = []
+            try:
+                yield from click(job, gallery_items, int(count), randomize_seed, values, done, running)
+            except Exception as error:  # noqa: BLE001 - every failure is one sentence in the status
+                text = str(error) if isinstance(error, PageError) else f"{type(error).__name__}: {error}"
+                yield {status: f"**Failed:** {text}", progress: progress_html(None), **idle}
+            finally:
+                job.running = False
+            yield idle
+
+        def click(job, gallery_items, count, randomize_seed, values, done, running):
+            values = dict(zip(ordered_names, values, strict=True))
+            if randomize_seed:
+                values["seed"] = ""
+            number = next(requests_made)
+            folder = out_dir / f"request-{number:03d}"
+            folder.mkdir()
+            inputs, files, painted_mask = inputs_for_server(fields, values, folder)
+            yield {
+                status: "Sending the request...",
+                progress: progress_html(0, "Sending the request"),
+                mask_preview: painted_mask,
+                output: [],
+                results: [],
+                **running,
+            }
+            base_seed = inputs.get("seed")
+            for index in range(count):
+                these = dict(inputs)
+                if index > 0:
+                    if not isinstance(base_seed, int):
+                        break  # a seed the server refused on the first request
+                    these["seed"] = (base_seed + index) % SEED_LIMIT
+                job.prediction_id = f"page-{uuid.uuid4().hex}"
+                prefix = f"Image {index + 1} of {count}: " if count > 1 else ""
+                prediction = None
+                for update in server.predict(
+                    these, prediction_id=job.prediction_id, cancelled=lambda: job.cancelled
+                ):
+                    if update.kind in ("busy", "progress"):
+                        fraction = (index + (update.step / update.total if update.step else 0)) / count
+                        yield {
+                            status: prefix + update.text,
+                            progress: progress_html(fraction, prefix + update.text),
+                        }
+                    else:
+                        prediction = update.prediction or {}
+                state = prediction.get("status")
+                if state == "canceled":
+                    yield {
+                        status: f"Cancelled{f' after {index} of {count} images' if count > 1 else ''}.",
+                        progress: progress_html(None, "Cancelled"),
+                    }
+                    return
+                if state != "succeeded":
+                    sentence = error_sentence(str(prediction.get("error") or state))
+                    yield {
+                        status: f"**Failed:** {prefix}{sentence}",
+                        progress: progress_html(None),
+                        logs: prediction.get("logs") or "",
+                    }
                     return
                 found = Report.from_logs(prediction.get("logs") or "")
+                if base_seed is None or not isinstance(base_seed, int):
+                    base_seed = found.seed
                 image = image_of_data_uri(prediction["output"])
                 path = out_dir / f"output-{len(gallery_items) + 1:03d}-seed-{found.seed}.png"
                 image.save(path)
                 gallery_items.append((str(path), f"seed {found.seed}"))
+                body_path = folder / f"request-{index + 1}.json"
+                body_path.write_text(json.dumps({"input": these}), encoding="utf-8")
+                done.append(
+                    Result(
+                        path=str(path),
+                        report=found,
+                        logs=prediction.get("logs") or "",
+                        request_json=json.dumps({"input": abbreviated(these)}, indent=2, ensure_ascii=False),
+                        curl=curl_snippet(server.url, body_path),
+                        python=python_snippet(server.url, these, files, seed=found.seed),
+                    )
+                )
+                first = done[0]
                 yield {
-                    status: "Done.",
-                    output: str(path),
-                    report: found.markdown(),
+                    status: "Done." if index + 1 == count else f"{prefix}done.",
+                    progress: progress_html(
+                        (index + 1) / count, "Done" if index + 1 == count else prefix + "done"
+                    ),
+                    output: [(r.path, f"seed {r.report.seed}") for r in done],
+                    results: list(done),
+                    report: report_markdown(first, 0, len(done)),
+                    logs: first.logs,
+                    request_json: first.request_json,
+                    curl: first.curl,
+                    python: first.python,
                     gallery: gallery_items,
                     history: gallery_items,
-                    last_report: found,
+                    last_report: first.report,
+                    reuse_seed: gr.update(interactive=True),
+                    send_back: gr.update(interactive=True),
                 }
 
         generate.click(
             run,
-            [history, *ordered],
-            [status, output, report, gallery, history, last_report, mask_preview],
-            show_progress="minimal",
+            [session_job, history, images_per_click, randomize, *ordered],
+            [
+                status,
+                progress,
+                output,
+                results,
+                report,
+                logs,
+                request_json,
+                curl,
+                python,
+                gallery,
+                history,
+                last_report,
+                mask_preview,
+                reuse_seed,
+                send_back,
+                cancel,
+                generate,
+            ],
+            show_progress="hidden",
         )
+
+        def cancel_click(job: Job):
+            if not job.running:
+                return gr.skip()
+            job.cancelled = True
+            if job.prediction_id:
+                server.cancel(job.prediction_id)
+            return "Cancelling..."
+
+        cancel.click(cancel_click, session_job, status, show_progress="hidden")
+
+        def select_result(chosen: list[Result], event: gr.SelectData):
+            if not chosen or event.index is None or event.index >= len(chosen):
+                return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            result = chosen[event.index]
+            return (
+                report_markdown(result, event.index, len(chosen)),
+                result.logs,
+                result.request_json,
+                result.curl,
+                result.python,
+                result.report,
+            )
+
+        output.select(select_result, results, [report, logs, request_json, curl, python, last_report])
 
         def seed_of(found: Report | None):
             if found is None or found.seed is None:
-                raise gr.Error("No output yet: generate an image first.")
-            return str(found.seed)
+                return gr.skip(), gr.skip()
+            return str(found.seed), False
 
         def prompt_of(found: Report | None):
             if found is None or found.prompt_used is None:
-                raise gr.Error("No output yet: generate an image first.")
+                return gr.skip(), gr.skip(), gr.skip()
             # The preset that ran, so that Auto cannot choose another one from the rewritten prompt.
             return found.prompt_used, "Off", found.style if found.style in style_choices else gr.skip()
 
-        style_choices = next((f.choices for f in fields if f.name == "style_type"), ())
         if "seed" in controls:
-            reuse_seed.click(seed_of, last_report, controls["seed"])
+            reuse_seed.click(seed_of, last_report, [controls["seed"], randomize])
+            # A seed typed in means this seed: randomizing would ignore it.
+            controls["seed"].input(
+                lambda text: False if text.strip() else gr.skip(), controls["seed"], randomize
+            )
         if {"prompt", "magic_prompt_option", "style_type"} <= controls.keys():
             send_back.click(
                 prompt_of,
@@ -259,7 +636,8 @@ def build(server: Server) -> gr.Blocks:
     return page
 
 
-def main() -> int:
+def main(openapi: dict | None = None) -> int:
+    """Serve the page for $SERVER; `openapi`: its /openapi.json when the caller has read it already."""
     server_url = os.environ.get("SERVER", "http://localhost:5000")
     webhook_host = os.environ.get("UI_WEBHOOK_HOST", "127.0.0.1")
     receiver = WebhookReceiver(
@@ -268,15 +646,22 @@ def main() -> int:
         advertised_host=webhook_host,
     )
     try:
-        page = build(Server(server_url, receiver))
-    except Exception as error:  # the one thing a user must fix before the page can exist
+        page = build(Server(server_url, receiver), openapi)
+    except ServerUnreachable as error:  # the one thing a user must fix before the page can exist
+        print(error, file=sys.stderr)
+        return 1
+    except KeyError as error:
         print(
-            f"Cannot read {server_url}/openapi.json ({error}): start the server (make serve) or set SERVER."
+            f"{server_url}/openapi.json is not a Cog model's schema (no {error}): check SERVER.",
+            file=sys.stderr,
         )
         return 1
     page.queue().launch(
         server_name=os.environ.get("UI_HOST", "127.0.0.1"),
         server_port=int(os.environ.get("UI_PORT", "7860")),
+        # The model's HTTP API is in the page's API panel; Gradio's own endpoints are the page's insides.
+        footer_links=["gradio", "settings"],
+        css=CSS,
     )
     return 0
 
