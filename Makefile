@@ -29,6 +29,8 @@ $(BIN)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	# This project, editable: `model` (the serving package), `devtools` and `predict` import from anywhere
 	# (scripts, tests, the benchmark) with no sys.path edits. --no-deps: the pins above are its dependencies.
 	$(BIN)/pip install --quiet --no-deps --editable .
+	# The fallback's GGUF file de-quantized once, here, not at the first demo or server start (15-90 s).
+	$(BIN)/python scripts/convert_fallback_model.py
 	touch $@
 
 install: $(BIN)/.installed

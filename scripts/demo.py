@@ -19,6 +19,7 @@ from pathlib import Path
 
 from devtools.profiles.tiny import build_tiny_profile
 from model.errors import WeightsError
+from model.logs import configure_logging
 from model.options import weights_dir_from_environment
 from model.weights.checks import check_weights
 from model.weights.layout import WeightsLayout
@@ -67,6 +68,9 @@ def main() -> None:
         help="default: Default with production weights, Turbo on the tiny profile",
     )
     args = parser.parse_args()
+    # Before the tiny profile is built: diffusers' and transformers' save-time notices and progress bars
+    # ("Writing model shards", "kept in float32: []") say nothing to the user.
+    configure_logging()
 
     if has_production_weights(args.weights_dir):
         weights = args.weights_dir

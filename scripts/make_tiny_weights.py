@@ -11,6 +11,7 @@ from pathlib import Path
 
 from devtools.profiles.tiny import build_tiny_profile
 from model.errors import WeightsError
+from model.logs import configure_logging
 from model.weights.checks import check_weights
 from model.weights.layout import WeightsLayout
 
@@ -31,6 +32,9 @@ def main() -> None:
         "--if-missing", action="store_true", help="keep the folder when it already passes the weights checks"
     )
     args = parser.parse_args()
+    # Before the tiny profile is built: diffusers' and transformers' save-time notices and progress bars
+    # ("Writing model shards", "kept in float32: []") say nothing to the user.
+    configure_logging()
     if args.if_missing and complete(args.dir):
         print(f"the tiny profile in {args.dir} is complete; kept")
         return
