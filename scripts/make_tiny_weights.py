@@ -9,7 +9,6 @@ import argparse
 import time
 from pathlib import Path
 
-from devtools.profiles.tiny import build_tiny_profile
 from model.errors import WeightsError
 from model.logs import configure_logging
 from model.weights.checks import check_weights
@@ -32,12 +31,15 @@ def main() -> None:
         "--if-missing", action="store_true", help="keep the folder when it already passes the weights checks"
     )
     args = parser.parse_args()
-    # Before the tiny profile is built: diffusers' and transformers' save-time notices and progress bars
-    # ("Writing model shards", "kept in float32: []") say nothing to the user.
-    configure_logging()
     if args.if_missing and complete(args.dir):
         print(f"the tiny profile in {args.dir} is complete; kept")
         return
+    # Only to build: diffusers and transformers load in seconds, which the check above does not need; their
+    # save-time notices and progress bars ("Writing model shards", "kept in float32: []") say nothing to
+    # the user.
+    configure_logging()
+    from devtools.profiles.tiny import build_tiny_profile
+
     started = time.perf_counter()
     manifest = build_tiny_profile(args.dir)
     elapsed = time.perf_counter() - started
