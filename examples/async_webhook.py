@@ -18,7 +18,15 @@ import queue
 import sys
 import threading
 
-from client import FILE_INPUTS, as_input, build_parser, parse_inputs, post_with_retry, save_output
+from client import (
+    FILE_INPUTS,
+    as_input,
+    build_parser,
+    error_sentence,
+    parse_inputs,
+    post_with_retry,
+    save_output,
+)
 
 TERMINAL = ("succeeded", "failed", "canceled")
 
@@ -80,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         receiver.shutdown()
     if event["status"] != "succeeded":
-        print(f"prediction {event['status']}: {event.get('error')}", file=sys.stderr)
+        error = event.get("error")
+        print(error_sentence(error) if error else f"prediction {event['status']}", file=sys.stderr)
         return 1
     save_output(event["output"], args.out)
     print(f"saved {args.out}")

@@ -7,7 +7,8 @@
 Local files are sent as data URIs, http(s) URLs as they are (the server downloads them). The request waits
 for the prediction; while the server is busy with another one (HTTP 409: one Cog container runs one
 prediction at a time) it retries with backoff. The output (a data URI, or a URL when the server uploads its
-outputs) is saved to --out. Only `requests` is needed.
+outputs) is saved to --out; a failed prediction prints the server's error sentence alone (error_sentence).
+Only `requests` is needed.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import base64
 import mimetypes
+import re
 import sys
 import time
 from pathlib import Path
@@ -26,8 +28,23 @@ FILE_INPUTS = ("character_reference_image", "image", "mask")
 INT_INPUTS = ("seed",)
 
 
+# What Cog's server (coglet 0.23) wraps around the message of an exception raised in predict(): its
+# "Prediction failed: " twice, then the exception's class name ("InputError: "). Cog offers no way for a
+# model to return the sentence alone (docs/CONTRACT.md, errors).
+_COGLET_WRAPPING = re.compile(
+    r"^(?:Prediction failed: )+(?:[A-Z][A-Za-z0-9_]*(?:Error|Exception|Refused): )?"
+)
+
+
 class PredictionFailed(RuntimeError):
-    """The server ran the prediction and it failed: the message is the server's error."""
+    """The server ran the prediction and it failed: the message is the server's error sentence."""
+
+
+def error_sentence(error: str) -> str:
+    """A failed prediction's `error` without coglet's wrapping: "Prediction failed: Prediction failed:
+    InputError: mask is 1200x626 pixels and ..." -> "mask is 1200x626 pixels and ...". Text without that
+    wrapping (another server, a later Cog) is returned as it is."""
+    return _COGLET_WRAPPING.sub("", error, count=1)
 
 
 def as_input(value: str) -> str:
@@ -78,7 +95,8 @@ def predict(server: str, inputs: dict, busy_timeout: float = 600) -> dict:
     response.raise_for_status()
     prediction = response.json()
     if prediction.get("status") != "succeeded":
-        raise PredictionFailed(prediction.get("error") or f"status {prediction.get('status')}")
+        error = prediction.get("error")
+        raise PredictionFailed(error_sentence(error) if error else f"status {prediction.get('status')}")
     return prediction
 
 
@@ -116,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         prediction = predict(args.server, parse_inputs(args))
     except PredictionFailed as error:
-        print(f"prediction failed: {error}", file=sys.stderr)
+        print(error, file=sys.stderr)
         return 1
     save_output(prediction["output"], args.out)
     seconds = (prediction.get("metrics") or {}).get("predict_time")

@@ -44,6 +44,13 @@ for attempt in $(seq 1 60); do
     delay=$((delay < 8 ? delay * 2 : 8))
 done
 
+if [[ $status == 200 ]] && [[ $(jq -r .status "$work/response.json") == failed ]]; then
+    # The error sentence alone: Cog's server (coglet 0.23) wraps it as "Prediction failed: Prediction
+    # failed: InputError: <sentence>" (docs/CONTRACT.md, errors).
+    jq -r .error "$work/response.json" |
+        sed -E 's/^(Prediction failed: )+([A-Z][A-Za-z0-9_]*(Error|Exception|Refused): )?//' >&2
+    exit 1
+fi
 if [[ $status != 200 ]] || [[ $(jq -r .status "$work/response.json") != succeeded ]]; then
     echo "prediction failed (HTTP $status): $(jq -c '.error // .detail // .' "$work/response.json")" >&2
     exit 1

@@ -40,6 +40,35 @@ class _StdoutHandler(logging.StreamHandler):
         pass
 
 
+# Library notices that say nothing to the user, dropped where the library logs them. transformers' lazy
+# import logs "`CLIPImageProcessor` requires torchvision (not installed); falling back to
+# `CLIPImageProcessorPil` ..." (and the same for SiglipImageProcessor) when diffusers' SDXL pipeline module
+# imports those names: torchvision is deliberately not a dependency and the PIL processors are the ones
+# used. It is logged at import time, before configure_logging() runs in setup, so a verbosity setting
+# there comes too late; the filter is installed when the `model` package is first imported.
+_IMPORT_NOTICES = {
+    "transformers.utils.import_utils": ("requires torchvision (not installed); falling back to",)
+}
+
+
+class _DropMessages(logging.Filter):
+    def __init__(self, fragments: tuple[str, ...]) -> None:
+        super().__init__()
+        self.fragments = fragments
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(fragment in message for fragment in self.fragments)
+
+
+def drop_import_notices() -> None:
+    """Install the filters of _IMPORT_NOTICES on the loggers that emit them (once; idempotent)."""
+    for name, fragments in _IMPORT_NOTICES.items():
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropMessages) for f in logger.filters):
+            logger.addFilter(_DropMessages(fragments))
+
+
 def configure_logging() -> None:
     """Our own loggers at INFO as bare lines ("Using seed: N"), and the known-benign library noise off.
 

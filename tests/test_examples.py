@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -55,16 +56,55 @@ def test_curl_script_sends_a_local_file_and_saves_the_png(cog_server, reference_
         assert image.format == "PNG" and image.size == (1312, 736)
 
 
-def test_curl_script_reports_the_servers_error(cog_server, tmp_path):
+def examples_client():
+    spec = importlib.util.spec_from_file_location("examples_client", ROOT / "examples" / "client.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_clients_print_the_servers_error_sentence_alone(cog_server, portrait, tmp_path):
     blank = tmp_path / "blank.png"
     Image.new("RGB", (256, 256), (90, 120, 200)).save(blank)
-    result = run(
+    # What a raw HTTP client receives: HTTP 200, status failed, and the sentence inside coglet's wrapping.
+    response = cog_server.predict(prompt="x", character_reference_image=data_uri(Image.open(blank)))
+    body = response.json()
+    assert response.status_code == 200 and body["status"] == "failed" and body.get("output") is None, body
+    wrapping = "Prediction failed: Prediction failed: InputError: "
+    assert body["error"].startswith(wrapping), body["error"]
+    sentence = body["error"].removeprefix(wrapping)
+    assert sentence.startswith("character_reference_image ") and "Prediction failed" not in sentence
+    assert examples_client().error_sentence(body["error"]) == sentence
+    # The clients show the sentence alone, and exit 1 without writing an output.
+    curl = run(
         ["bash", "examples/predict.sh", str(blank), "x", str(tmp_path / "o.png")], SERVER=cog_server.url
     )
-    assert result.returncode == 1
-    assert "prediction failed" in result.stderr and "character_reference_image" in result.stderr
+    python = run(
+        [sys.executable, "examples/client.py", "--server", cog_server.url, "--prompt", "x",
+         "--reference", str(blank), "--out", str(tmp_path / "o.png")]
+    )  # fmt: skip
+    for result in (curl, python):
+        assert result.returncode == 1 and result.stderr.strip() == sentence, result.stderr
     assert not (tmp_path / "o.png").exists()
     assert cog_server.settles_ready()
+
+
+@pytest.mark.parametrize(
+    ("error", "sentence"),
+    [
+        ("Prediction failed: Prediction failed: InputError: mask is 1200x626 pixels and image is 800x800.",
+         "mask is 1200x626 pixels and image is 800x800."),
+        ("Prediction failed: UnsafeOutputError: the output was flagged by the safety checker",
+         "the output was flagged by the safety checker"),
+        ("Prediction failed: Prediction failed: GenerationError: Generation failed inside the server (...)",
+         "Generation failed inside the server (...)"),
+        # Not coglet's wrapping: left as it is, a colon in the sentence included.
+        ("mask is not black and white: paint it", "mask is not black and white: paint it"),
+        ("Prediction failed: mask: not an image", "mask: not an image"),
+    ],
+)  # fmt: skip
+def test_error_sentence_removes_coglets_wrapping_only(error, sentence):
+    assert examples_client().error_sentence(error) == sentence
 
 
 def test_python_client_sends_a_url_and_retries_while_the_server_is_busy(

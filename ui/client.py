@@ -342,7 +342,7 @@ class Server:
             if waited >= limit:
                 raise ServerUnreachable(
                     f"Cannot reach the model server at {self.url}: {reason}. Start it in another terminal "
-                    "(`make serve`, or `WEIGHTS_DIR=.cache/tiny-weights make serve` for the tiny profile) "
+                    "(`make serve`, or `make serve-tiny` for the tiny profile) "
                     "and set SERVER to its address, e.g. `SERVER=http://localhost:5000 make ui`."
                 )
             if answered and on_wait and not told:

@@ -2,8 +2,8 @@
 
 clean() turns the LLM's raw answer into one bounded paragraph without chat artefacts (special tokens, role
 tags, a preamble, wrapping quotes, repeated sentences); check_rewrite() then rejects a rewrite that drops
-quoted text, reads as a chat reply, or, for an English prompt, loses its subject. A rejected rewrite never
-reaches the image: the caller keeps the user's prompt.
+quoted text, reads as a chat reply, tells a story, or, for an English prompt, loses its subject. A rejected
+rewrite never reaches the image: the caller keeps the user's prompt.
 """
 
 from __future__ import annotations
@@ -68,9 +68,10 @@ def check_rewrite(original: str, rewrite: str) -> str:
     """The rewrite, if it keeps what can be checked mechanically; else RewriteError saying why.
 
     In order: some text; every quoted passage of the original, exactly; no chat (words of a reply to
-    a person, a question, a list of examples) that the original did not have; and for an English
-    original, its subject (subject_kept). A followed prompt injection fails the last two: an answer to
-    "ignore the instructions above and ..." is neither a description nor about the prompt's words.
+    a person, a question, a list of examples) and no story (narrative_reason) that the original did not
+    have; and for an English original, its subject (subject_kept). A followed prompt injection fails the
+    chat and subject checks: an answer to "ignore the instructions above and ..." is neither a description
+    nor about the prompt's words.
     """
     if not rewrite:
         raise RewriteError("the model returned no text")
@@ -80,6 +81,9 @@ def check_rewrite(original: str, rewrite: str) -> str:
     chat = chat_reason(original, rewrite)
     if chat:
         raise RewriteError(f"the rewrite reads as chat, not a description ({chat})", rewrite)
+    story = narrative_reason(original, rewrite)
+    if story:
+        raise RewriteError(f"the rewrite tells a story, not a picture ({story})", rewrite)
     if looks_english(original):
         kept, words = subject_kept(original, rewrite)
         if words and len(kept) < config().min_subject_share * len(words):
@@ -125,17 +129,38 @@ def subject_kept(original: str, rewrite: str) -> tuple[list[str], list[str]]:
     return [word for word in words if word in present], words
 
 
+def _new_marker(original: str, rewrite: str, markers: tuple[str, ...]) -> str | None:
+    """The first marker (a word or a phrase of words) the rewrite has and the original has not."""
+    said = f" {' '.join(_words(rewrite))} "
+    asked = f" {' '.join(_words(original))} "
+    for marker in markers:
+        if f" {marker} " in said and f" {marker} " not in asked:
+            return marker
+    return None
+
+
+def narrative_reason(original: str, rewrite: str) -> str | None:
+    """Why the rewrite reads as a story rather than an image description, or None.
+
+    An image prompt describes one moment in the present: what is there and how it looks. A small model
+    often writes a story instead ("An elf who was born into the kingdom ... he used to sit by the fire"):
+    past tense ("was", "had", "used to"), the first person plural, events in sequence ("one day",
+    "suddenly", "and then"). Any such marker the original did not have rejects the rewrite, however many
+    of the prompt's words it kept. Participles ("a knight dressed in armour") are not markers.
+    """
+    marker = _new_marker(original, rewrite, config().narrative_markers)
+    return None if marker is None else f"{marker!r}"
+
+
 def chat_reason(original: str, rewrite: str) -> str | None:
     """Why the rewrite reads as a chat reply rather than an image description, or None.
 
     Only what the original did not have counts: a prompt written in the first person, or with a question
     mark, may keep them.
     """
-    said = f" {' '.join(_words(rewrite))} "
-    asked = f" {' '.join(_words(original))} "
-    for marker in config().chat_markers:
-        if f" {marker} " in said and f" {marker} " not in asked:
-            return f"{marker!r}"
+    marker = _new_marker(original, rewrite, config().chat_markers)
+    if marker is not None:
+        return f"{marker!r}"
     outside_quotes = _QUOTED.sub(" ", rewrite)
     if "?" in outside_quotes and "?" not in _QUOTED.sub(" ", original):
         return "a question"

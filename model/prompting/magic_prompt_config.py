@@ -2,7 +2,8 @@
 
 Owns MagicPromptConfig and config(): the system prompt, the user's turn and the few-shot examples, the
 sampling settings and the deadline, the Auto rule's length and stopword lists, and the guard rails' word
-limit and word lists. They are data, so that tuning the rewrite edits the JSON file, not the code.
+limit and word lists (function words, chat and narrative markers). They are data, so that tuning the
+rewrite edits the JSON file, not the code.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ class MagicPromptConfig:
     min_subject_share: float
     # Words and phrases of a chat reply, not of an image description (casefolded, apostrophes as ').
     chat_markers: tuple[str, ...]
+    # Words and phrases of a story (past tense, first person plural, events in sequence), not of a picture.
+    narrative_markers: tuple[str, ...]
 
 
 @cache
@@ -55,4 +58,5 @@ def config() -> MagicPromptConfig:
         function_words=frozenset(output["function_words"]),
         min_subject_share=output["min_subject_share"],
         chat_markers=tuple(output["chat_markers"]),
+        narrative_markers=tuple(output["narrative_markers"]),
     )

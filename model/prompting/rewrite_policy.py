@@ -1,10 +1,11 @@
 """When the magic prompt rewrites: the rule of each magic_prompt_option (On, Off, Auto).
 
 On always rewrites, Off never does, and Auto rewrites a prompt that is short or not English and keeps a
-long English prompt as it is. Owns what that rule reads in a prompt: its quoted passages (text to render
-in the image, in the quotation marks of several languages, told apart from apostrophes), its language and
-its length in words, both outside quoted text. The guard rails read quoted text and words the same way,
-with the patterns defined here.
+long English prompt as it is; offline (the rewriter is the small fallback model, not the production LLM)
+Auto keeps every English prompt as it is, and rewrites only to translate. Owns what that rule reads in a
+prompt: its quoted passages (text to render in the image, in the quotation marks of several languages, told
+apart from apostrophes), its language and its length in words, both outside quoted text. The guard rails
+read quoted text and words the same way, with the patterns defined here.
 """
 
 from __future__ import annotations
@@ -60,13 +61,21 @@ def word_count(prompt: str) -> int:
     return len(_WORD.findall("".join(" " if ord(c) >= 0x3000 else c for c in text))) + cjk
 
 
-def should_rewrite(option: str, prompt: str) -> bool:
+def should_rewrite(option: str, prompt: str, offline: bool = False) -> bool:
     """On: always. Off: never. Auto: when the prompt is short or not English; a long English prompt
-    (at least long_prompt_words words outside quoted text) is taken to be what the user means, as is."""
+    (at least long_prompt_words words outside quoted text) is taken to be what the user means, as is.
+
+    offline: the rewriter is the offline fallback (SmolLM2-135M), not the production LLM. Auto then keeps
+    every English prompt as given: the fallback's rewrites of short prompts invent stories and lose the
+    subject far more often than they add detail, and on a small CPU each one costs seconds to the deadline;
+    a prompt in another language is still sent to it, to be translated.
+    """
     if option == "On":
         return True
     if option == "Off":
         return False
     if option == "Auto":
-        return word_count(prompt) < config().long_prompt_words or not looks_english(prompt)
+        if not looks_english(prompt):
+            return True
+        return not offline and word_count(prompt) < config().long_prompt_words
     raise ValueError(f"magic_prompt_option {option!r} is not one of Auto, On, Off")

@@ -93,13 +93,17 @@ class PromptRewriter:
         name: str,
         settings: MagicPromptConfig | None = None,
         static_cache: bool = False,
+        offline: bool = False,
     ) -> None:
         """static_cache: decode into one preallocated StaticCache (reset per rewrite) instead of transformers'
         dynamic cache; on CUDA generate() then compiles the decoding step (DECODE_COMPILE). load() turns it on
-        for CUDA; tests turn it on on the CPU, where it runs uncompiled and gives the same text."""
+        for CUDA; tests turn it on on the CPU, where it runs uncompiled and gives the same text.
+        offline: this is the offline fallback model, not the production LLM (the Auto rule reads it:
+        model/prompting/rewrite_policy.py)."""
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.name = name
+        self.offline = offline
         self.settings = settings or config()
         # generate() warns on every call when the model has no pad token; SmolLM2 pads with its end token.
         pad = tokenizer.pad_token_id
@@ -126,7 +130,8 @@ class PromptRewriter:
         """The production LLM when the weights folder has one, else the SmolLM2 GGUF fallback."""
         dtype = llm_dtype(device)
         convert_to = None
-        if (layout.prompt_model / "config.json").is_file():
+        offline = not (layout.prompt_model / "config.json").is_file()
+        if not offline:
             source, kwargs = layout.prompt_model, {}
             name = f"production model in {layout.prompt_model}"
         else:
@@ -151,7 +156,7 @@ class PromptRewriter:
         log.info("Magic prompt: loaded the %s in %.1f s", name, time.perf_counter() - started)
         if convert_to is not None and save_converted(model, tokenizer, convert_to) is not None:
             log.info("Magic prompt: saved the de-quantized fallback in %s for the next loads", convert_to)
-        rewriter = cls(model, tokenizer, name, static_cache=device.type == "cuda")
+        rewriter = cls(model, tokenizer, name, static_cache=device.type == "cuda", offline=offline)
         if rewriter.static_cache is not None:
             rewriter.warm_up_or_fall_back()
         return rewriter
