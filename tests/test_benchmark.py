@@ -237,6 +237,8 @@ def smoke_run(tmp_path_factory):
                 "--profile",
                 "random",
                 "--smoke",
+                "--compile",
+                "off",  # the switch reaches the service's options (nothing is compiled on a CPU anyway)
                 "--weights-dir",
                 str(folder / "w"),
                 "--json",
@@ -261,7 +263,7 @@ def test_random_profile_smoke_reports_every_row_in_the_table_and_the_json(smoke_
     assert text == smoke_run.printed.strip()
     assert set(report) == REPORT_FIELDS
     assert report["profile"] == "random" and report["size"] == "tiny" and report["smoke"] is True
-    assert report["command"].startswith("python scripts/benchmark.py --profile random --smoke")
+    assert report["command"].startswith("python scripts/benchmark.py --profile random --smoke --compile off")
     rows = {(row["speed"], row["path"]): row for row in report["requests"]}
     assert set(rows) == {(speed, path) for speed in SPEEDS for path in PATHS}
     for (speed, path), row in rows.items():
@@ -275,6 +277,7 @@ def test_random_profile_smoke_reports_every_row_in_the_table_and_the_json(smoke_
     assert plain == {(speed, path) for speed in SPEEDS for path in ("text-to-image", "inpainting")}
     assert len(report["ratios"]) == len(rows) and all(r["ratio"] > 0 for r in report["ratios"])
     assert report["collector"] is None  # the tiny profile's run has the collector table
+    assert report["compile"]["requested"] is False and report["compile"]["torch_compile_option"] is False
     memory = report["memory"]
     assert memory["pristine_copy_gib"] > 0 and memory["peak_24gb_configuration_gib"] is None  # no GPU
     magic = report["magic_prompt"]
@@ -493,13 +496,18 @@ def test_gpu_check_dry_run_names_each_missing_wheel_and_the_make_target(tmp_path
 
 @pytest.mark.slow
 def test_gpu_check_dry_run_passes_with_the_wheels_and_the_preflight(tmp_path):
-    """`make wheels-gpu` (pip download from PyPI, skipped for wheels already in .cache/wheels-gpu), then
+    """`make wheels-gpu` (pip download from PyPI, when .cache/wheels-gpu lacks a wheel), then
     `bash scripts/gpu_check.sh --dry-run`: the wheels are there, install on cp312 manylinux x86_64 and fit
     the device tool's carry, and the preflight passes with this machine's packages."""
     import json
 
-    download = _gpu_check("--download", OUT=str(tmp_path / "download"))
-    assert download.returncode == 0, download.stdout + download.stderr
+    from devtools.packages import read_pins
+
+    pins = read_pins()
+    folder = ROOT / ".cache" / "wheels-gpu"
+    if not all(list(folder.glob(f"{n.replace('-', '_')}-{pins[n][1]}-*.whl")) for n in _script_wheels()):
+        download = _gpu_check("--download", OUT=str(tmp_path / "download"))
+        assert download.returncode == 0, download.stdout + download.stderr
     result = _gpu_check("--dry-run", OUT=str(tmp_path / "out"))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "dry run: the wheels and the preflight are ready" in result.stdout

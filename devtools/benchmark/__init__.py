@@ -185,8 +185,11 @@ def run_profile(args: argparse.Namespace, command: str, checked: Preflight) -> d
     def progress(key: str, value) -> None:
         report[key] = value
         if args.json:
+            # Whole or not at all: a run stopped by a time limit leaves the last complete write.
             args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps(report, indent=2, default=str) + "\n")
+            partial = args.json.with_name(args.json.name + ".partial")
+            partial.write_text(json.dumps(report, indent=2, default=str) + "\n")
+            partial.replace(args.json)
 
     plan, size, write_seconds = profile_plan(args, device)
     progress("size", size)
