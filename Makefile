@@ -15,7 +15,7 @@ export OMP_NUM_THREADS ?= 2
 # coglet starts its worker as `python` from PATH: the venv's must come first.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install ui-venv browser schema tiny-weights serve serve-tiny ui demo evaluate test test-fast lint format clean
+.PHONY: install ui-venv browser schema tiny-weights serve serve-tiny ui demo evaluate test test-fast lint format clean wheels-gpu
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -86,6 +86,11 @@ test: lint schema ui-venv browser
 FAST_MARKS := not server and not soak and not browser and not slow
 test-fast: install
 	$(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder -m "$(FAST_MARKS)"
+
+# The wheels that scripts/gpu_check.sh installs on the GPU machine, which has no package index (the list is
+# the script's; about 27 MiB), into the git-ignored .cache/wheels-gpu: carry that folder to the machine.
+wheels-gpu:
+	bash scripts/gpu_check.sh --download
 
 lint: install
 	$(BIN)/ruff check .

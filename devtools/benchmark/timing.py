@@ -1,9 +1,11 @@
 """The benchmark's one timing path, the same for every profile, and the plain-SDXL baseline beside it.
 
-Owns `measure_service` (load the service as the Cog predictor's setup() does, then time its requests and its
-magic prompt rewrite), the requests' input images, and `time_plain_sdxl` (diffusers' SDXL pipeline built by
-the serving code's own loader and scheduler table, no adapters). A profile only chooses a Plan: the weights
-folder, the speeds, the runs per row and max_steps. The tables that print the result are in tables.py.
+Owns `measure_service` (load the service as the Cog predictor's setup() does, then time its requests, its
+magic prompt rewrite, and the same request before and after gc.freeze), the requests' input images, and
+`time_plain_sdxl` (diffusers' SDXL text-to-image and inpainting pipelines built by the serving code's own
+loader and scheduler table, no adapters: eagerly, and compiled as the server compiles its UNet when ours
+is compiled). A profile only chooses a Plan: the weights folder, the speeds, the runs per row, max_steps
+and the compile switch. The tables that print the result are in tables.py.
 """
 
 from __future__ import annotations
@@ -11,9 +13,13 @@ from __future__ import annotations
 import dataclasses
 import gc
 import math
+import os
+import shutil
 import statistics
+import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +33,15 @@ PROMPT = "a close up photo of a woman in a fashion magazine photoshoot"
 PATHS = ("text-to-image", "inpainting", "appearance")
 # Stages that run no model forward pass: the per-request overhead the performance budget limits.
 OVERHEAD_STAGES = ("read_inputs", "face_analysis", "composite", "identity_score", "encode_output")
-MAGIC_PROMPT_TOKENS = 90  # the issue's measurement: a 90-token rewrite
+MAGIC_PROMPT_TOKENS = 90  # a 90-token rewrite: the magic prompt's latency target is stated for it
+# The paths plain diffusers has: ours' appearance path is text to image too.
+PLAIN_PATHS = ("text-to-image", "inpainting")
+PLAIN_NEGATIVE_PROMPT = "blurry, low quality"
+# The request the collector table repeats before and after gc.freeze: the first speed, on this path.
+COLLECTOR_PATH = "text-to-image"
+GIB = 2**30
+
+Progress = Callable[[str, object], None]
 
 
 @dataclass(frozen=True)
@@ -39,6 +53,14 @@ class Plan:
     runs: int
     # CharacterService.load's cap on every speed's denoising steps (the smoke run); None: the full schedules.
     max_steps: int | None = None
+    # The service's UNet compilation (ServiceOptions.torch_compile): None leaves the server's own setting,
+    # read from the environment as setup() reads it.
+    compile: bool | None = None
+    # Rewrites timed (None: `runs`).
+    magic_prompt_runs: int | None = None
+    # The same request before and after gc.freeze (time_collector_states): this many more requests each
+    # (None: `runs`; 0: no collector table).
+    collector_runs: int | None = None
 
     def steps(self, speed: str) -> int:
         return SPEEDS[speed].schedule(self.max_steps)["num_inference_steps"]
@@ -55,10 +77,19 @@ class RequestTimes:
     step_ms: list[float] = field(default_factory=list)
     steps: int = 0
 
+    @property
+    def untimed(self) -> list[float]:
+        """Per run, the wall time in no stage lap: the collection and cleanup after the request."""
+        return [max(0.0, wall - sum(run.values())) for wall, run in zip(self.wall, self.stages, strict=True)]
+
+    @property
+    def outside(self) -> list[float]:
+        """Per run, the stages that run no model forward pass (OVERHEAD_STAGES)."""
+        return [sum(run.get(stage, 0.0) for stage in OVERHEAD_STAGES) for run in self.stages]
+
     def summary(self) -> dict:
         stages = dict.fromkeys(stage for run in self.stages for stage in run)  # the service's lap order
         pipeline = [run.get("denoise", 0.0) + run.get("decode", 0.0) for run in self.stages]
-        outside = [sum(run.get(stage, 0.0) for stage in OVERHEAD_STAGES) for run in self.stages]
         return {
             "speed": self.speed,
             "path": self.path,
@@ -67,7 +98,8 @@ class RequestTimes:
             "p50_s": quantile(self.wall, 0.5),
             "p90_s": quantile(self.wall, 0.9),
             "pipeline_p50_s": quantile(pipeline, 0.5),
-            "outside_models_s": quantile(outside, 0.5),
+            "outside_models_s": quantile(self.outside, 0.5),
+            "untimed_s": quantile(self.untimed, 0.5),
             "steps": self.steps,
             "ms_per_step": statistics.median(self.step_ms) if self.step_ms else None,
             "stages_median_s": {
@@ -76,46 +108,136 @@ class RequestTimes:
         }
 
 
-def measure_service(plan: Plan) -> dict:
+def measure_service(plan: Plan, progress: Progress | None = None) -> dict:
     """Load the service from plan.weights_dir (CharacterService.load, warm-up included on CUDA), run every
-    speed on every path plan.runs times, then time its magic prompt rewrite; the measured part of the report.
+    speed on every path plan.runs times, time its magic prompt rewrite, then (unless plan.collector_runs is
+    0) the first speed's text-to-image request before and after gc.freeze; the measured part of the report.
+
+    progress(key, value), when given, receives each part as soon as it is measured (the benchmark writes
+    its JSON as it goes, so that a run cut short by a time limit keeps what it measured).
     """
+    from model.options import ServiceOptions
     from model.service import CharacterService
 
+    progress = progress or (lambda key, value: None)
     cuda = torch.cuda.is_available()
+    options = ServiceOptions.from_environment()
+    if plan.compile is not None:
+        options = dataclasses.replace(options, torch_compile=plan.compile)
     gc.collect()  # e.g. a profile writer's modules: not part of setup's peak memory
     if cuda:  # GPU only
+        torch.cuda.init()
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
+    memory_before = gpu_memory()
+    counts_before = dynamo_counts()
     started = time.perf_counter()
-    service = CharacterService.load(plan.weights_dir, max_steps=plan.max_steps)
+    service = CharacterService.load(plan.weights_dir, options=options, max_steps=plan.max_steps)
     load_seconds = time.perf_counter() - started
-    setup_peak = _peak_gib()
+    setup = {
+        "load_seconds": load_seconds,
+        "split": service.setup_seconds,
+        "peak_gpu_gib": _peak_gib(),
+        "collector_frozen_objects": gc.get_freeze_count(),
+    }
+    compile_state = {
+        "requested": plan.compile,
+        "torch_compile_option": options.torch_compile,
+        "unet_compiled": bool(getattr(service.pipeline, "compiled", False)),
+        "setup": _count_delta(counts_before, dynamo_counts()),
+    }
+    progress("setup", setup)
+    progress("compile", compile_state)
 
-    compiled_before = _dynamo_compilations()
+    counts = dynamo_counts()
     if cuda:  # GPU only
         torch.cuda.reset_peak_memory_stats()
     files = request_files(Path(tempfile.mkdtemp(prefix="benchmark-inputs-")))
-    requests = [
-        time_request(service, speed, path, files[path], plan.runs) for speed in plan.speeds for path in PATHS
-    ]
-    magic = time_magic_prompt(service.rewriter, plan.runs)
+    requests = []
+    for speed in plan.speeds:
+        for path in PATHS:
+            requests.append(time_request(service, speed, path, files[path], plan.runs))
+            progress("requests", [times.summary() for times in requests])
+    compile_state["requests"] = _count_delta(counts, dynamo_counts())
+    memory = memory_report(service, memory_before)
+    progress("memory", memory)
+    magic = time_magic_prompt(service.rewriter, plan.magic_prompt_runs or plan.runs)
+    progress("magic_prompt", magic)
+    collector = None
+    collector_runs = plan.runs if plan.collector_runs is None else plan.collector_runs
+    if collector_runs:
+        speed = plan.speeds[0]
+        collector = time_collector_states(service, speed, files[COLLECTOR_PATH], collector_runs)
+        progress("collector", collector)
     return {
         "runs": plan.runs,
         "max_steps": plan.max_steps,
         "steps_per_speed": {name: plan.steps(name) for name in plan.speeds},
         "weights_dir": str(plan.weights_dir),
-        "setup": {"load_seconds": load_seconds, "split": service.setup_seconds, "peak_gpu_gib": setup_peak},
+        "setup": setup,
+        "compile": compile_state,
+        "face_analysis_provider": getattr(service.faces, "provider", None),
         "requests": [times.summary() for times in requests],
         "magic_prompt": magic,
-        "peak_gpu_gib": _peak_gib(),
-        "dynamo_compilations_during_requests": _dynamo_compilations() - compiled_before,
+        "collector": collector,
+        "memory": memory,
+        "peak_gpu_gib": memory["peak_allocated_gib"],
+        "dynamo_compilations_during_requests": compile_state["requests"]["graphs"],
     }
 
 
-def time_request(service, speed: str, path: str, files: dict, runs: int) -> RequestTimes:
+def time_collector_states(service, speed: str, files: dict, runs: int) -> list[dict]:
+    """The same request (`speed`, text to image) `runs` times with every object tracked by Python's
+    garbage collector (gc.unfreeze), then after freeze_long_lived_objects (gc.freeze, what setup ends
+    with so that the collection after each request scans only what the request made); per state the
+    objects the collector tracks, the median wall time of one gc.collect() right after a request, and the
+    request's medians: end to end, outside the models (OVERHEAD_STAGES plus the time in no stage, where
+    the collection after the request is), and in no stage. Leaves the collector frozen, as setup does."""
+    from model.memory import freeze_long_lived_objects
+
+    rows = []
+    for state in ("before gc.freeze", "after gc.freeze"):
+        if state.startswith("before"):
+            gc.unfreeze()
+        else:
+            freeze_long_lived_objects()
+        collections = []
+
+        def collect_after(times: RequestTimes, collections=collections) -> None:
+            started = time.perf_counter()
+            gc.collect()
+            collections.append(time.perf_counter() - started)
+
+        times = time_request(service, speed, COLLECTOR_PATH, files, runs, after_each=collect_after)
+        outside = [a + b for a, b in zip(times.outside, times.untimed, strict=True)]
+        rows.append(
+            {
+                "state": state,
+                "speed": speed,
+                "path": COLLECTOR_PATH,
+                "runs": runs,
+                "tracked_objects": len(gc.get_objects()),
+                "frozen_objects": gc.get_freeze_count(),
+                "gc_collect_ms": 1000 * statistics.median(collections),
+                "p50_s": quantile(times.wall, 0.5),
+                "outside_models_s": quantile(outside, 0.5),
+                "untimed_s": quantile(times.untimed, 0.5),
+            }
+        )
+    return rows
+
+
+def time_request(
+    service,
+    speed: str,
+    path: str,
+    files: dict,
+    runs: int,
+    after_each: Callable[[RequestTimes], None] | None = None,
+) -> RequestTimes:
     """Run one (speed, path) request `runs` times through service.generate; the first is timed like the
-    others. Wall times need no final synchronisation: the service returns a PNG file, copied off the GPU."""
+    others; after_each(times), when given, runs after each (untimed). Wall times need no final
+    synchronisation: the service returns a PNG file, copied off the GPU."""
     from model.inputs.request import build_request
 
     request = build_request(
@@ -147,6 +269,8 @@ def time_request(service, speed: str, path: str, files: dict, runs: int) -> Requ
         times.steps = len(step_times)
         if len(step_times) > 1:
             times.step_ms.append(1000 * (step_times[-1] - step_times[0]) / (len(step_times) - 1))
+        if after_each is not None:
+            after_each(times)
     return times
 
 
@@ -185,73 +309,175 @@ def time_magic_prompt(rewriter, runs: int) -> dict:
     }
 
 
-def time_plain_sdxl(plan: Plan) -> list[dict]:
+def time_plain_sdxl(
+    plan: Plan,
+    compiled: bool,
+    progress: Progress | None = None,
+    compile_backend: str | None = None,
+    paths: tuple[str, ...] = PLAIN_PATHS,
+) -> dict:
     """Plain diffusers SDXL from the same files (load_sdxl without the image encoder: no adapters, no LoRA),
-    each speed's schedule as the service runs it (build_scheduler, plan.max_steps), text to image.
+    each speed's schedule as the service runs it (build_scheduler, plan.max_steps), text to image and
+    inpainting (diffusers' inpainting pipeline on the same modules, ours' image and mask, strength 1),
+    eagerly; then, when `compiled` (ours' UNet is), with the UNet compiled as the server compiles its own
+    (model/generation/compilation.py's compile_unet, its defaults).
 
-    On CUDA one untimed call per speed comes first (cuDNN and allocator warm-up): plain diffusers has no
-    setup warm-up of its own.
+    Returns {"eager": rows, "compiled": rows or None, "compile": what the compiled rows ran with}; a row per
+    (speed, path). One untimed call per row comes first where there is first-call work (CUDA's kernels and
+    allocator, or the compilation): plain diffusers has no setup warm-up of its own. The dynamo counters
+    say what was compiled in those calls and, expected 0, during the timed ones. compile_backend: another
+    torch.compile backend for compile_unet (tests: "eager", which traces without generating code); the
+    benchmark leaves the server's. paths: a subset of PLAIN_PATHS (tests).
     """
-    from model.generation.pipeline import apply_gpu_settings, build_scheduler, load_sdxl
+    from model.generation.pipeline import apply_gpu_settings, load_sdxl
     from model.service import serving_device
     from model.weights.layout import WeightsLayout
 
+    progress = progress or (lambda key, value: None)
     device, dtype = serving_device()
-    pipe = load_sdxl(WeightsLayout(plan.weights_dir), device, dtype, image_encoder=False)
-    pipe.set_progress_bar_config(disable=True)
+    text_to_image = load_sdxl(WeightsLayout(plan.weights_dir), device, dtype, image_encoder=False)
+    text_to_image.set_progress_bar_config(disable=True)
     if device.type == "cuda":  # GPU only: the settings CharacterPipeline.load gives ours
-        apply_gpu_settings(pipe)
-    config = pipe.scheduler.config
+        apply_gpu_settings(text_to_image)
+    inputs = _plain_inpainting_inputs()
+    result: dict = {"eager": None, "compiled": None, "compile": None}
     warm_up = 1 if device.type == "cuda" else 0
+    result["eager"] = _time_plain_rows(plan, text_to_image, inputs, warm_up, paths=paths)
+    progress("plain_sdxl", result)
+    if compiled:
+        try:
+            compile_unet = _compile_unet()
+        except ImportError as error:  # a tree without the serving code's compile_unet: eager rows only
+            result["compile"] = {"error": f"{type(error).__name__}: {error}"}
+            progress("plain_sdxl", result)
+            return result
+        counts = dynamo_counts()
+        started = time.perf_counter()
+        backend = {} if compile_backend is None else {"backend": compile_backend}
+        unet = compile_unet(text_to_image.unet, **backend)
+        if unet is not None and unet is not text_to_image.unet:  # a compiled wrapper, not in place
+            text_to_image.unet = unet
+        rows = _time_plain_rows(plan, text_to_image, inputs, warm_up=1, compiled=True, paths=paths)
+        result["compiled"] = rows
+        result["compile"] = {
+            "function": f"{compile_unet.__module__}.{compile_unet.__qualname__}",
+            "backend": compile_backend or "the server's",
+            "seconds_incl_warm_up_calls": time.perf_counter() - started,
+            "counts": _count_delta(counts, dynamo_counts()),
+            "during_timed_calls": sum(row["dynamo_graphs"] for row in rows),
+        }
+        progress("plain_sdxl", result)
+    return result
+
+
+def _compile_unet():
+    """The serving code's compile_unet: imported here, where it is used, so that a tree without it can
+    still run every eager measurement."""
+    from model.generation.compilation import compile_unet
+
+    return compile_unet
+
+
+def _plain_inpainting_inputs() -> dict:
+    """Ours' inpainting image and mask for diffusers' pipeline, whose mask is WHITE = repaint (ours'
+    black = regenerate)."""
+    from PIL import Image, ImageOps
+
+    folder = Path(tempfile.mkdtemp(prefix="benchmark-plain-"))
+    files = request_files(folder)["inpainting"]
+    image = Image.open(files["image"]).convert("RGB")  # convert() reads the file before it is removed
+    mask = ImageOps.invert(Image.open(files["mask"]).convert("L"))
+    shutil.rmtree(folder, ignore_errors=True)
+    return {"image": image, "mask_image": mask, "strength": 1.0}
+
+
+def _time_plain_rows(
+    plan: Plan,
+    text_to_image,
+    inpainting_inputs: dict,
+    warm_up: int,
+    compiled: bool = False,
+    paths: tuple[str, ...] = PLAIN_PATHS,
+) -> list[dict]:
+    from diffusers import StableDiffusionXLInpaintPipeline
+
+    from model.generation.pipeline import build_scheduler
+
+    pipes = {
+        "text-to-image": (text_to_image, {}),
+        # The same modules (the UNet as it is now: eager, or compiled), diffusers' inpainting code.
+        "inpainting": (StableDiffusionXLInpaintPipeline.from_pipe(text_to_image), inpainting_inputs),
+    }
+    config = text_to_image.scheduler.config
     rows = []
     for name in plan.speeds:
         schedule = SPEEDS[name].schedule(plan.max_steps)
-        wall, step_ms = [], []
-        for run in range(plan.runs + warm_up):
-            pipe.scheduler = build_scheduler(schedule["scheduler"], config)
-            step_times: list[float] = []
+        for path in paths:
+            pipe, extra = pipes[path]
+            pipe.set_progress_bar_config(disable=True)
+            wall, step_ms = [], []
+            counts = None
+            for run in range(plan.runs + warm_up):
+                if run == warm_up:
+                    counts = dynamo_counts()
+                pipe.scheduler = build_scheduler(schedule["scheduler"], config)
+                step_times: list[float] = []
 
-            def on_step(pipeline, step, timestep, tensors, step_times=step_times):
+                def on_step(pipeline, step, timestep, tensors, step_times=step_times):
+                    _synchronize()
+                    step_times.append(time.perf_counter())
+                    if compiled:
+                        # A compiled UNet that replays CUDA graphs reuses its output buffers: this marks
+                        # the next step's call as a new iteration (nothing happens without CUDA graphs).
+                        torch.compiler.cudagraph_mark_step_begin()
+                    return tensors
+
+                if compiled:
+                    torch.compiler.cudagraph_mark_step_begin()
                 _synchronize()
-                step_times.append(time.perf_counter())
-                return tensors
-
-            _synchronize()
-            started = time.perf_counter()
-            pipe(
-                prompt=PROMPT,
-                negative_prompt="blurry, low quality",
-                width=1024,
-                height=1024,
-                num_inference_steps=schedule["num_inference_steps"],
-                guidance_scale=schedule["guidance_scale"],
-                generator=torch.Generator("cpu").manual_seed(1),
-                callback_on_step_end=on_step,
+                started = time.perf_counter()
+                pipe(
+                    prompt=PROMPT,
+                    negative_prompt=PLAIN_NEGATIVE_PROMPT,
+                    width=1024,
+                    height=1024,
+                    num_inference_steps=schedule["num_inference_steps"],
+                    guidance_scale=schedule["guidance_scale"],
+                    generator=torch.Generator("cpu").manual_seed(1),
+                    callback_on_step_end=on_step,
+                    **extra,
+                )
+                _synchronize()
+                if run < warm_up:
+                    continue
+                wall.append(time.perf_counter() - started)
+                if len(step_times) > 1:
+                    step_ms.append(1000 * (step_times[-1] - step_times[0]) / (len(step_times) - 1))
+            rows.append(
+                {
+                    "speed": name,
+                    "path": path,
+                    "runs": plan.runs,
+                    "steps": len(step_times),
+                    "p50_s": quantile(wall, 0.5),
+                    "p90_s": quantile(wall, 0.9),
+                    "ms_per_step": statistics.median(step_ms) if step_ms else None,
+                    "dynamo_graphs": _count_delta(counts, dynamo_counts())["graphs"],
+                }
             )
-            if run < warm_up:
-                continue
-            wall.append(time.perf_counter() - started)
-            if len(step_times) > 1:
-                step_ms.append(1000 * (step_times[-1] - step_times[0]) / (len(step_times) - 1))
-        rows.append(
-            {
-                "speed": name,
-                "runs": plan.runs,
-                "steps": len(step_times),
-                "p50_s": quantile(wall, 0.5),
-                "p90_s": quantile(wall, 0.9),
-                "ms_per_step": statistics.median(step_ms) if step_ms else None,
-            }
-        )
     return rows
 
 
-def ratios(requests: list[dict], plain: list[dict]) -> list[dict]:
-    """Ours/plain per (speed, path): our denoise and decode stages, the part plain diffusers does."""
-    plain_by_speed = {row["speed"]: row for row in plain}
+def ratios(requests: list[dict], plain: dict, ours_compiled: bool) -> list[dict]:
+    """Ours/plain per (speed, path): our denoise and decode stages (the part plain diffusers does) over
+    plain diffusers on the same path (inpainting over inpainting; text to image and appearance over text
+    to image), in ours' compile state: compiled plain when ours is compiled and it was measured."""
+    state = "compiled" if ours_compiled and plain.get("compiled") else "eager"
+    base_rows = {(row["speed"], row["path"]): row for row in plain[state]}
     rows = []
     for row in requests:
-        base = plain_by_speed[row["speed"]]
+        plain_path = "inpainting" if row["path"] == "inpainting" else "text-to-image"
+        base = base_rows[(row["speed"], plain_path)]
         step_ratio = (
             row["ms_per_step"] / base["ms_per_step"] if row["ms_per_step"] and base["ms_per_step"] else None
         )
@@ -259,6 +485,8 @@ def ratios(requests: list[dict], plain: list[dict]) -> list[dict]:
             {
                 "speed": row["speed"],
                 "path": row["path"],
+                "plain_path": plain_path,
+                "plain_state": state,
                 "ours_pipeline_p50_s": row["pipeline_p50_s"],
                 "plain_p50_s": base["p50_s"],
                 "ratio": row["pipeline_p50_s"] / base["p50_s"],
@@ -266,6 +494,149 @@ def ratios(requests: list[dict], plain: list[dict]) -> list[dict]:
             }
         )
     return rows
+
+
+# ---------------------------------------------------------------- memory, compilation and the machine
+
+
+def gpu_memory() -> dict | None:
+    """The device's memory now (torch.cuda.mem_get_info: every process's, the CUDA context, onnxruntime's
+    arena and the libraries' workspaces included) and torch's allocator; None without CUDA."""
+    if not torch.cuda.is_available():
+        return None
+    free, total = torch.cuda.mem_get_info()  # GPU only
+    return {
+        "total_gib": total / GIB,
+        "device_used_gib": (total - free) / GIB,
+        "torch_reserved_gib": torch.cuda.memory_reserved() / GIB,
+    }
+
+
+def memory_report(service, before: dict | None) -> dict:
+    """Peak GPU memory of the requests in the configuration measured and in the other one.
+
+    peak_allocated_gib: torch's tensors (max_memory_allocated since the requests began). Outside torch's
+    allocator (the CUDA context, onnxruntime's CUDA arena, cuDNN/cuBLAS workspaces): the device's used
+    memory minus torch's reserved pool, read after the requests (onnxruntime's arena never shrinks, so
+    this is its largest). peak_process_gib = torch's peak reserved pool + that. The pristine copy of the
+    LoRA-adapted weights (model/generation/merged_loras.py) is on the GPU on a GPU of 40 GiB or more and in
+    host memory on a 24 GB one, allocated once at load and never freed: the 24 GB configuration's peak is
+    this peak less the copy's bytes where it is on the GPU (derived; measured directly where it is on the
+    host). None-valued fields without CUDA."""
+    loras = service.pipeline.loras
+    pristine_device = _pristine_device(loras)
+    pristine_gib = loras.pristine_bytes / GIB
+    on_gpu = pristine_device is not None and pristine_device.type == "cuda"
+    # Where the copy is cannot be told (no adapted layer, or MergedLoras changed): no derived figure.
+    known = pristine_device is not None
+    report = {
+        "pristine_copy_device": None if pristine_device is None else str(pristine_device),
+        "pristine_copy_gib": pristine_gib,
+        "peak_allocated_gib": _peak_gib(),
+        "peak_reserved_gib": None,
+        "outside_torch_gib": None,
+        "peak_process_gib": None,
+        "peak_24gb_configuration_gib": None,
+        "peak_large_gpu_configuration_gib": None,
+        "nvidia_smi_process_gib": None,
+        "before_load": before,
+        "after_requests": gpu_memory(),
+    }
+    after = report["after_requests"]
+    if after is None:
+        return report
+    peak_reserved = torch.cuda.max_memory_reserved() / GIB  # GPU only
+    outside = after["device_used_gib"] - after["torch_reserved_gib"]
+    peak = peak_reserved + outside
+    report |= {
+        "peak_reserved_gib": peak_reserved,
+        "outside_torch_gib": outside,
+        "peak_process_gib": peak,
+        "peak_24gb_configuration_gib": (peak - pristine_gib if on_gpu else peak) if known else None,
+        "peak_large_gpu_configuration_gib": (peak if on_gpu else peak + pristine_gib) if known else None,
+        "nvidia_smi_process_gib": _nvidia_smi_process_gib(),
+    }
+    return report
+
+
+def _pristine_device(loras) -> torch.device | None:
+    # MergedLoras keeps no public device for its copy; its first layer's copy tells (all share one).
+    layers = getattr(loras, "_layers", None)
+    return layers[0].pristine.device if layers else None
+
+
+def _nvidia_smi_process_gib() -> float | None:
+    """This process's GPU memory as the driver reports it (nvidia-smi), None where it cannot tell."""
+    if shutil.which("nvidia-smi") is None:
+        return None
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    for line in out.splitlines():
+        pid, _, used = line.partition(",")
+        if pid.strip() == str(os.getpid()) and used.strip().isdigit():
+            return int(used) / 1024
+    return None
+
+
+def machine() -> dict:
+    """The device, and on CUDA the GPU's name, memory, driver, CUDA runtime and cuDNN."""
+    info: dict = {"cuda": torch.cuda.is_available(), "torch_threads": torch.get_num_threads()}
+    if not info["cuda"]:
+        return info
+    properties = torch.cuda.get_device_properties(0)  # GPU only
+    info |= {
+        "gpu": properties.name,
+        "gpu_memory_gib": properties.total_memory / GIB,
+        "compute_capability": f"{properties.major}.{properties.minor}",
+        "cuda_runtime": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version(),
+        "driver": _nvidia_smi_query("driver_version"),
+    }
+    return info
+
+
+def _nvidia_smi_query(field_name: str) -> str | None:
+    if shutil.which("nvidia-smi") is None:
+        return None
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", f"--query-gpu={field_name}", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.splitlines()[0].strip() if out.strip() else None
+
+
+def dynamo_counts() -> dict[str, int]:
+    """torch.compile's (dynamo's) counters so far: graphs compiled (first compilations and recompilations
+    alike: a request that compiles anything raises it), frames, calls captured into graphs, graph breaks.
+    Graphs, not frames, are the count that holds for every way of compiling: a module compiled with
+    nn.Module.compile counts no frame on this torch."""
+    from torch._dynamo.utils import counters
+
+    return {
+        "graphs": int(counters["stats"]["unique_graphs"]),
+        "frames": int(counters["frames"]["total"]),
+        "captured_calls": int(counters["stats"]["calls_captured"]),
+        "graph_breaks": int(sum(counters["graph_break"].values())),
+    }
+
+
+def _count_delta(before: dict[str, int] | None, after: dict[str, int]) -> dict[str, int]:
+    before = before or dict.fromkeys(after, 0)
+    return {key: after[key] - before[key] for key in after}
 
 
 # ---------------------------------------------------------------- the requests' inputs
@@ -339,11 +710,3 @@ def _synchronize() -> None:
 
 def _peak_gib() -> float | None:
     return torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
-
-
-def _dynamo_compilations() -> int:
-    """Frames dynamo has compiled so far (first compilations and recompilations alike): a request that
-    compiles anything raises it."""
-    from torch._dynamo.utils import counters
-
-    return int(counters["frames"]["total"])

@@ -56,14 +56,22 @@ from model.weights.manifest import RANDOM, Manifest, load_manifest, write_manife
 
 PROMPT_MODEL_CONFIG = Path(__file__).resolve().parents[2] / "specs" / "prompt-model" / "config.json"
 SEED = 0
-# What the writer stores in size.json beside the manifest, so that a folder is reused only for its own size.
+# What the writer stores in size.json beside the manifest, so that a folder is reused only for its own size
+# and layout version (2: the fp16-fix VAE config, force_upcast false).
 SIZE_FILE = "size.json"
+LAYOUT_VERSION = 2
 
 
 def _real_modules(device: torch.device) -> dict[str, torch.nn.Module]:
     # Built and initialised on the target device (seconds on a GPU, where the CPU would take minutes), in
     # fp16: the SDXL files are stored in fp16 as the published ones, and the loader casts the rest.
-    return real_size_modules(torch.float16, device)
+    modules = real_size_modules(torch.float16, device)
+    # Production's VAE is madebyollin/sdxl-vae-fp16-fix, SDXL's architecture with force_upcast false in
+    # its config.json; specs/sdxl-architecture/vae_config.json is SDXL's own (true), with which diffusers
+    # would decode (and inpainting encode) in fp32 on every request: slower and with a higher peak than
+    # the server it stands for.
+    modules["vae"].register_to_config(force_upcast=False)
+    return modules
 
 
 def _tiny_modules(device: torch.device) -> dict[str, torch.nn.Module]:
@@ -212,7 +220,7 @@ def write_random_profile(root: Path, size: RandomSize, device: torch.device) -> 
         paths += write_safety_checker(layout.root)
         vocab_size = len(chat_stand_in_tokenizer())
         paths += write_prompt_model(layout.root, size.prompt_model_config(vocab_size), device)
-    (layout.root / SIZE_FILE).write_text(json.dumps({"size": size.name}) + "\n")
+    (layout.root / SIZE_FILE).write_text(json.dumps({"size": size.name, "version": LAYOUT_VERSION}) + "\n")
     return write_manifest(layout.root, profile=RANDOM, paths=paths)
 
 
@@ -226,11 +234,13 @@ def ensure_random_profile(root: Path, size: RandomSize, device: torch.device) ->
     if layout.manifest.is_file():
         manifest = load_manifest(layout.manifest)
         size_file = layout.root / SIZE_FILE
-        found = json.loads(size_file.read_text())["size"] if size_file.is_file() else None
-        if manifest.profile != RANDOM or found != size.name:
+        written = json.loads(size_file.read_text()) if size_file.is_file() else {}
+        found, version = written.get("size"), written.get("version", 1)
+        if manifest.profile != RANDOM or found != size.name or version != LAYOUT_VERSION:
             raise ValueError(
-                f"{root} holds {manifest.profile} weights (size {found}), not the random profile of size "
-                f"{size.name}: pass another --weights-dir, or delete that folder"
+                f"{root} holds {manifest.profile} weights (size {found}, layout version {version}), not the "
+                f"random profile of size {size.name}, version {LAYOUT_VERSION}: pass another --weights-dir, "
+                "or delete that folder"
             )
         return manifest, 0.0
     started = time.perf_counter()
