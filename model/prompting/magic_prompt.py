@@ -28,8 +28,10 @@ def magic_prompt(rewriter: PromptRewriter, option: str, prompt: str, seed: int) 
     The one fallback the issue mandates: if the LLM fails or times out, the user's prompt is used and a
     warning is logged; a prediction never fails because of the rewriter.
     """
-    if not should_rewrite(option, prompt, offline=rewriter.offline):
-        reason = " (English, and only the offline fallback model is loaded)" if rewriter.offline else ""
+    # Off never asks the rewriter anything: a service may run without its LLM loaded at all.
+    offline = option != "Off" and rewriter.offline
+    if not should_rewrite(option, prompt, offline=offline):
+        reason = " (English, and only the offline fallback model is loaded)" if offline else ""
         log.info("Magic prompt: %s, prompt kept as given%s", option, reason)
         return prompt
     started = time.perf_counter()
