@@ -32,7 +32,8 @@ DEFAULT_WEIGHTS_DIR = Path("weights")
 # Above about 1 the appearance adapter copies the reference image outright.
 MAX_APPEARANCE_WITH_FACE = 1.0
 SAFETY_SWITCH = {"on": True, "off": False}
-COMPILE_SWITCH = {"": False, "0": False, "1": True}
+# On by default: compile on a CUDA GPU (the CPU ignores it); 0 serves the UNet eagerly.
+COMPILE_SWITCH = {"": True, "1": True, "0": False}
 # The identity adapter for a reference with a human face: PuLID v1.1 (the default), or IP-Adapter FaceID
 # Plus v2 with its LoRA.
 PULID = "pulid"
@@ -49,8 +50,9 @@ class ServiceOptions:
     # sha256 (64 lower-case hex digits; required with the URL, so that what is installed is verified).
     weights_url: str | None = None
     weights_sha256: str | None = None
-    # Compile the UNet's transformer blocks with torch.compile at setup; CUDA only (ignored on the CPU).
-    torch_compile: bool = False
+    # Compile the UNet with torch.compile at setup (model/generation/compilation.py); CUDA only (ignored on
+    # the CPU).
+    torch_compile: bool = True
     # The appearance adapter's scale on a head-and-shoulders crop beside FaceID (hair, outfit); 0 = off.
     appearance_scale_with_face: float = 0.0
     # The NSFW check of each output (model/safety.py); on unless switched off.
@@ -70,7 +72,9 @@ class ServiceOptions:
             weights_dir=weights_dir_from_environment(environ),
             weights_url=url,
             weights_sha256=_sha256(environ) if url else None,
-            torch_compile=_switch(environ, COMPILE_ENV, COMPILE_SWITCH, "1 to compile, 0 or empty not to"),
+            torch_compile=_switch(
+                environ, COMPILE_ENV, COMPILE_SWITCH, "1 or empty to compile (the default), 0 not to"
+            ),
             appearance_scale_with_face=_appearance_scale(environ),
             safety_checker=_switch(
                 environ, SAFETY_CHECKER_ENV, SAFETY_SWITCH, "on (the default) or off", default="on"

@@ -115,8 +115,8 @@ class CharacterService:
         )
         timer.lap("load_pipeline")
         if device.type == "cuda":
-            # Every speed and path once before the server reports ready: the compilation (when
-            # CHARACTER_TORCH_COMPILE=1) and the first-call work of CUDA happen here, not in a request.
+            # Every speed and path once before the server reports ready: the compilation (unless
+            # CHARACTER_TORCH_COMPILE=0) and the first-call work of CUDA happen here, not in a request.
             # Not on the CPU: nothing is compiled there, and the tests' setups stay short.
             pipeline.warm_up(
                 steps=min(WARM_UP_STEPS, max_steps or WARM_UP_STEPS),

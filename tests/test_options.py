@@ -29,7 +29,7 @@ def test_the_defaults_are_what_the_readme_says():
         weights_dir=Path("weights"),
         weights_url=None,
         weights_sha256=None,
-        torch_compile=False,
+        torch_compile=True,
         appearance_scale_with_face=0.0,
         safety_checker=True,
     )
@@ -41,7 +41,7 @@ def test_every_variable_reaches_its_field():
         WEIGHTS_DIR_ENV: "/src/weights",
         WEIGHTS_URL_ENV: " https://example.com/w.tar ",
         WEIGHTS_SHA256_ENV: digest.upper(),
-        COMPILE_ENV: "1",
+        COMPILE_ENV: "0",
         APPEARANCE_WITH_FACE_ENV: "0.3",
         SAFETY_CHECKER_ENV: " Off ",
     }
@@ -50,7 +50,7 @@ def test_every_variable_reaches_its_field():
         weights_dir=Path("/src/weights"),
         weights_url="https://example.com/w.tar",
         weights_sha256=digest,
-        torch_compile=True,
+        torch_compile=False,
         appearance_scale_with_face=0.3,
         safety_checker=False,
     )

@@ -25,7 +25,7 @@ class IPAttnProcessorWithPrecomputedKV(IPAdapterAttnProcessor2_0):
     The image tokens are the same at every denoising step of a pipeline call, so their key and value
     (to_k_ip/to_v_ip, then split into heads) are too; diffusers computes them again in every
     cross-attention layer at every step (about 17 operators a layer). ProjectedOncePerCall sets
-    `key_values` when it projects a call's tokens (outside the compiled transformer blocks) and clears
+    `key_values` when it projects a call's tokens (eagerly, outside the compiled graphs) and clears
     it in forget(); while it is set, this processor uses those tensors instead of running
     to_k_ip/to_v_ip, and otherwise (or with ip_adapter_masks) it is diffusers' processor unchanged.
     Nothing in diffusers caches these, hence our own class; it subclasses diffusers' so that the weights,
@@ -251,11 +251,16 @@ def project_once_per_call(unet) -> None:
 
 def _project_text_once_per_call(unet) -> None:
     """Wrap the UNet's process_encoder_hidden_states (where diffusers hands the image embeddings to
-    encoder_hid_proj, outside the compiled transformer blocks) so that it also gives the text embeddings to
+    encoder_hid_proj) so that it also gives the text embeddings to
     ProjectedOncePerCall.project_text. diffusers has no hook for this; the wrapper is the instance's own
-    attribute, the class is untouched."""
+    attribute, the class is untouched. The image projection runs inside it too (diffusers calls
+    encoder_hid_proj there), so both run eagerly."""
     process = unet.process_encoder_hidden_states
 
+    # Eager even in a compiled UNet (a graph break): what it caches is recognised by object identity and
+    # weight versions, which dynamo would guard on, so that every pipeline call would recompile. Inside the
+    # compiled graphs the attention layers read the cached keys and values as plain tensors.
+    @torch.compiler.disable
     def process_encoder_hidden_states(encoder_hidden_states, added_cond_kwargs):
         processed = process(encoder_hidden_states, added_cond_kwargs)
         # (text, image tokens): the text as the attention layers receive it.

@@ -6,9 +6,9 @@ Plus v2 (and its LoRA), beside IP-Adapter Plus, which carries a character's whol
 human face; the inpaint pipeline that shares its modules; and the per-request state of all of them.
 Everything a request can change (scheduler, the adapters' scales, LoRA weights, the CLIP face tokens and
 the shortcut, the ID tokens and their region) is set on every call, so one request never leaks into the
-next. What a request asks is GenerationSettings (model/generation/settings.py); compilation and warm-up are
-in model/generation/warm_up.py, the once-per-call image keys and values in
-model/generation/image_kv_cache.py.
+next. What a request asks is GenerationSettings (model/generation/settings.py); compilation is in
+model/generation/compilation.py, the warm-up in model/generation/warm_up.py, the once-per-call image keys
+and values in model/generation/image_kv_cache.py.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from diffusers.models.embeddings import IPAdapterFaceIDPlusImageProjection
 from PIL import Image
 
 from model.generation import warm_up
+from model.generation.compilation import CUDA_MODE, compile_unet, unet_is_compiled, use_compile_cache
 from model.generation.image_kv_cache import project_once_per_call
 from model.generation.loading import (  # noqa: F401 (attach_adapters: re-exported for the tests)
     apply_gpu_settings,
@@ -67,9 +68,6 @@ class CharacterPipeline:
     """SDXL + an identity adapter (PuLID v1.1 or FaceID Plus v2) + IP-Adapter Plus, loaded once;
     generate() runs one request on it."""
 
-    # True once compile() has run.
-    compiled = False
-
     def __init__(
         self,
         text_to_image: StableDiffusionXLPipeline,
@@ -109,8 +107,9 @@ class CharacterPipeline:
         identity_adapter: str = PULID,
     ) -> CharacterPipeline:
         """Load the folder's weights with the identity adapter for faces ("pulid" or "faceid"); on CUDA
-        apply the GPU settings, and compile when asked (CHARACTER_TORCH_COMPILE=1; the caller then runs
-        warm_up() before serving: CharacterService.load does). `compile` is ignored on the CPU."""
+        apply the GPU settings, and compile when asked (CHARACTER_TORCH_COMPILE, on by default; the caller
+        then runs warm_up() before serving: CharacterService.load does), with the compile cache in the
+        weights folder. `compile` is ignored on the CPU."""
         if identity_adapter not in (PULID, FACEID):
             raise ValueError(f"identity_adapter must be {PULID!r} or {FACEID!r}, got {identity_adapter!r}")
         text_to_image = load_sdxl(layout, device, dtype)
@@ -128,12 +127,19 @@ class CharacterPipeline:
             # After the adapters are attached, so that their layers get the same treatment.
             apply_gpu_settings(character.text_to_image)
             if compile:
-                character.compile()
+                use_compile_cache(layout.root)
+                character.compile(mode=CUDA_MODE)
         return character
 
-    def compile(self, backend: str = "inductor") -> None:
-        """Compile the UNet's transformer blocks (model/generation/warm_up.py); run warm_up() next."""
-        warm_up.compile_transformer_blocks(self, backend)
+    def compile(self, backend: str = "inductor", mode: str | None = None) -> None:
+        """Compile the UNet, shared by both pipelines (model/generation/compilation.py); run warm_up() next.
+        backend and mode: torch.compile's."""
+        compile_unet(self.text_to_image.unet, backend=backend, mode=mode)
+
+    @property
+    def compiled(self) -> bool:
+        """Whether the UNet runs compiled (False before compile(), and after a compile error)."""
+        return unet_is_compiled(self.text_to_image.unet)
 
     def warm_up(
         self,

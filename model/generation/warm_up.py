@@ -1,8 +1,9 @@
-"""Compilation and warm-up: what setup runs so that no request compiles or pays for first-call work.
+"""The warm-up: what setup runs so that no request compiles or pays for first-call work.
 
-Owns the regional compilation of the UNet's transformer blocks (CHARACTER_TORCH_COMPILE=1, CUDA only) and
-the warm-up requests that make every graph a request can need: every speed, path (face, appearance, face
-with appearance) and mode (text-to-image, inpainting), at two sizes, prompt lengths and adapter scales.
+Owns the warm-up requests that make every graph a request can need when the UNet is compiled
+(model/generation/compilation.py): every speed, path (face, appearance, face with appearance) and mode
+(text-to-image, inpainting), at two sizes, prompt lengths and adapter scales. Uncompiled, the same
+requests do CUDA's first-call work (kernels, the allocator's pool).
 """
 
 from __future__ import annotations
@@ -25,11 +26,6 @@ if TYPE_CHECKING:  # pipeline.py imports this module
 
 log = logging.getLogger(__name__)
 
-# Compiled graphs per code object that dynamo keeps before it gives up (its default is 8, and with
-# fullgraph=True a request beyond it would fail). SDXL's BasicTransformerBlock has two widths (640, 1280),
-# and each width has a graph per path (which IP-Adapter scales are 0), per batch (1 without CFG, 2 with)
-# and a static and a dynamic-shape variant (the tiny profile's warm-up makes 16). warm_up() makes them all.
-RECOMPILE_LIMIT = 64
 # Two sizes, two prompt lengths and two values of every adapter scale during the warm-up: dynamo compiles
 # the first call of a graph for its exact shapes and scale values, and on the first change marks those
 # dimensions and floats dynamic; after the warm-up no size, prompt length or scale recompiles.
@@ -120,22 +116,6 @@ def warm_up_requests(
     return requests
 
 
-def compile_transformer_blocks(pipeline: CharacterPipeline, backend: str = "inductor") -> None:
-    """Regional compilation: each of the UNet's transformer blocks is compiled (diffusers'
-    compile_repeated_blocks, torch.compile's default mode), the rest runs eagerly.
-
-    The blocks of one width share their graphs, so compiling takes seconds rather than the minutes
-    of the whole UNet. Nothing compiles here: the first calls do, so run warm_up() before serving.
-    The merged LoRA weights are plain parameter values, so switching them recompiles nothing.
-    backend: torch.compile's ("eager" or "aot_eager" trace without generating code, for tests).
-    """
-    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
-    # In place: the inpaint pipeline (from_pipe) holds the same UNet object, so it runs compiled too.
-    pipeline.text_to_image.unet.compile_repeated_blocks(fullgraph=True, backend=backend)
-    pipeline.compiled = True
-    log.info("UNet transformer blocks set to compile (torch.compile, backend %s) at warm-up", backend)
-
-
 def warm_up(
     pipeline: CharacterPipeline,
     sizes: tuple[tuple[int, int], ...] = WARM_UP_SIZES,
@@ -161,6 +141,7 @@ def warm_up(
     result = WarmUp(
         runs=runs,
         seconds=time.perf_counter() - started,
+        # False when a compile error switched the UNet back to eager (logged by compilation.py).
         compiled=pipeline.compiled,
         graphs=counters["stats"]["unique_graphs"] - graphs_before,
     )
