@@ -9,6 +9,8 @@ import dataclasses
 
 import numpy as np
 import pytest
+import torch
+from diffusers.image_processor import VaeImageProcessor
 from PIL import Image
 from transformers import CLIPTokenizer
 
@@ -17,6 +19,7 @@ from model.generation.pipeline import (
     FACEID_ADAPTER_INDEX,
     FACEID_LORA_ADAPTER,
     CharacterPipeline,
+    to_pil,
 )
 from model.generation.settings import AdapterScales, FaceCondition, GenerationSettings
 from tests.helpers.tiny import random_identity
@@ -115,6 +118,37 @@ def test_inpainting_returns_the_working_size(pipeline, identity):
     )
     assert image.size == (1152, 896)
     assert steps == [(1, 2), (2, 2)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_the_decode_on_the_device_gives_diffusers_pil_bytes(dtype):
+    # What the VAE gives, beyond [-1, 1] at both ends (postprocess clamps), and the values that land
+    # exactly half-way between two uint8 levels, where the rounding rule decides.
+    generator = torch.Generator().manual_seed(0)
+    decoded = torch.rand(1, 3, 96, 64, generator=generator) * 2.4 - 1.2
+    ties = (torch.arange(256.0) + 0.5) / 255 * 2 - 1
+    decoded[0, :, 0, :64] = ties[:64]
+    decoded[0, :, 1, :64] = ties[64:128]
+    decoded = decoded.to(dtype)
+    processor = VaeImageProcessor()
+    expected = processor.postprocess(decoded, output_type="pil")[0]
+    image = to_pil(processor.postprocess(decoded, output_type="pt")[0])
+    assert (image.mode, image.size) == (expected.mode, expected.size) == ("RGB", (64, 96))
+    assert image.tobytes() == expected.tobytes()
+    if dtype == torch.float16:
+        # Why to_pil upcasts: fp16 times 255 rounds to other levels than diffusers' float32.
+        in_half = (processor.postprocess(decoded, output_type="pt")[0] * 255).round().to(torch.uint8)
+        assert not np.array_equal(in_half.permute(1, 2, 0).numpy(), pixels(expected))
+
+
+@pytest.mark.parametrize("inpainting", [False, True])
+def test_generate_gives_the_bytes_of_the_pipelines_own_pil_output(pipeline, identity, inpainting):
+    face = FaceCondition(*identity)
+    settings = inpaint_settings(1024, 1024, face=face) if inpainting else dataclasses.replace(BASE, face=face)
+    pipe, inputs = pipeline.prepare(settings)
+    assert pipe is (pipeline.inpaint if inpainting else pipeline.text_to_image)
+    expected = pipe(**inputs, output_type="pil").images[0]
+    assert pipeline.generate(settings).tobytes() == expected.tobytes()
 
 
 def test_inpaint_pipeline_shares_every_module(pipeline):
