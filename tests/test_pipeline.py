@@ -151,6 +151,28 @@ def test_generate_gives_the_bytes_of_the_pipelines_own_pil_output(pipeline, iden
     assert pipeline.generate(settings).tobytes() == expected.tobytes()
 
 
+def test_clip_tokens_equal_encode_image_and_the_zero_image_is_encoded_once(pipeline):
+    encoder = pipeline.text_to_image.image_encoder
+    calls = []
+    hook = encoder.register_forward_pre_hook(lambda module, args: calls.append(args[0].abs().sum().item()))
+    try:
+        pipeline._zero_image_tokens.clear()
+        for seed, pipe in enumerate([pipeline.text_to_image, pipeline.inpaint, pipeline.text_to_image]):
+            image = appearance_image(seed)
+            with torch.no_grad():
+                tokens, unconditional = pipe.encode_image(image, pipeline.device, 1, True)
+                calls.clear()
+                guided = pipeline._clip_tokens(pipe, image, guided=True)
+                assert torch.equal(guided, torch.cat([unconditional, tokens])[:, None])
+                # The zero image only on the first call, of either pipeline (they share the encoder).
+                zero_images = 1 if seed == 0 else 0
+                assert (len(calls), calls.count(0.0)) == (1 + zero_images, zero_images)
+                assert torch.equal(pipeline._clip_tokens(pipe, image, guided=False), tokens[:, None])
+        assert len(pipeline._zero_image_tokens) == 1
+    finally:
+        hook.remove()
+
+
 def test_inpaint_pipeline_shares_every_module(pipeline):
     for name in ("unet", "vae", "text_encoder", "text_encoder_2", "image_encoder"):
         assert getattr(pipeline.inpaint, name) is getattr(pipeline.text_to_image, name), name

@@ -13,6 +13,7 @@ model/generation/image_kv_cache.py.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -344,11 +345,32 @@ class CharacterPipeline:
 
         Both adapters read hidden states (not the pooled embedding). With guidance the unconditional half
         (the encoding of a zero image) comes first, as prepare_ip_adapter_image_embeds lays it out.
+        diffusers' encode_image(image, device, 1, True) computes the same, but it also encodes the zero
+        image on every call: that encoding never changes, so it is kept (_unconditional_clip_tokens).
         """
-        tokens, unconditional = pipe.encode_image(image.convert("RGB"), self.device, 1, True)
+        encoder = pipe.image_encoder
+        pixels = pipe.feature_extractor(image.convert("RGB"), return_tensors="pt").pixel_values
+        pixels = pixels.to(device=self.device, dtype=next(encoder.parameters()).dtype)
+        tokens = encoder(pixels, output_hidden_states=True).hidden_states[-2]
         if guided:
-            tokens = torch.cat([unconditional, tokens])
+            tokens = torch.cat([self._unconditional_clip_tokens(encoder, pixels), tokens])
         return tokens[:, None]
+
+    @functools.cached_property
+    def _zero_image_tokens(self) -> dict[tuple, torch.Tensor]:
+        """The image encoder's hidden states of a zero image, by (encoder, dtype, device, pixel shape)."""
+        return {}
+
+    def _unconditional_clip_tokens(self, encoder, pixels: torch.Tensor) -> torch.Tensor:
+        """The penultimate hidden states of the zero image shaped as `pixels`, encoded once per image
+        encoder, dtype and device (both pipelines share one encoder: one entry), as encode_image encodes
+        it: torch.zeros_like(pixels) through the same encoder, so the values are identical."""
+        key = (encoder, pixels.dtype, pixels.device, tuple(pixels.shape))
+        tokens = self._zero_image_tokens.get(key)
+        if tokens is None:
+            hidden_states = encoder(torch.zeros_like(pixels), output_hidden_states=True).hidden_states
+            tokens = self._zero_image_tokens[key] = hidden_states[-2]
+        return tokens
 
 
 def to_pil(image: torch.Tensor) -> Image.Image:
