@@ -14,11 +14,14 @@ from diffusers.image_processor import VaeImageProcessor
 from PIL import Image
 from transformers import CLIPTokenizer
 
+from model.generation.image_kv_cache import IPAttnProcessorWithPrecomputedKV
 from model.generation.pipeline import (
     APPEARANCE_ADAPTER_INDEX,
     FACEID_ADAPTER_INDEX,
     FACEID_LORA_ADAPTER,
     CharacterPipeline,
+    ip_adapter_attentions,
+    set_ip_adapter_scales,
     to_pil,
 )
 from model.generation.settings import AdapterScales, FaceCondition, GenerationSettings
@@ -171,6 +174,60 @@ def test_clip_tokens_equal_encode_image_and_the_zero_image_is_encoded_once(pipel
         assert len(pipeline._zero_image_tokens) == 1
     finally:
         hook.remove()
+
+
+def ip_scales(unet) -> dict[str, list]:
+    """Every IP-Adapter processor's scale list (the list objects themselves), by processor name."""
+    return {name: p.scale for name, p in unet.attn_processors.items() if hasattr(p, "to_k_ip")}
+
+
+@pytest.mark.parametrize("fixture", ["pipeline", "pulid_pipeline"])
+def test_setting_the_scales_directly_is_set_ip_adapter_scale(request, fixture):
+    character = request.getfixturevalue(fixture)
+    pipe = character.text_to_image
+    adapters = len(pipe.unet.encoder_hid_proj.image_projection_layers)
+    lists = {2: [[0.0, 0.6], [1.0, 0.0], [0.35, 1.25], [0.0, 0.0]], 1: [[0.6], [0.0], [1.25]]}[adapters]
+    processors = character._ip_adapter_processors(pipe.unet)
+    # The PuLID pipeline's cross-attentions carry the ID branch inside these same processors.
+    assert processors and all(isinstance(p, IPAttnProcessorWithPrecomputedKV) for p in processors)
+    assert len(processors) == len(ip_scales(pipe.unet))
+    for scales in lists:
+        pipe.set_ip_adapter_scale([0.5] * adapters)
+        pipe.set_ip_adapter_scale(list(scales))
+        expected = {name: list(values) for name, values in ip_scales(pipe.unet).items()}
+        pipe.set_ip_adapter_scale([0.5] * adapters)
+        before = ip_scales(pipe.unet)
+        set_ip_adapter_scales(processors, list(scales))
+        after = ip_scales(pipe.unet)
+        assert after == expected
+        # In place, as diffusers does it: the same list objects, holding Python floats.
+        assert all(after[name] is before[name] for name in after)
+        assert {type(value) for values in after.values() for value in values} == {float}
+    for wrong in ([0.5] * (adapters + 1), [0.5] * (adapters - 1)):
+        with pytest.raises(ValueError):
+            pipe.set_ip_adapter_scale(wrong)
+        with pytest.raises(ValueError):
+            set_ip_adapter_scales(processors, wrong)
+
+
+def test_prepare_sets_the_scales_without_walking_the_unet(pipeline, identity, monkeypatch):
+    def walk(*args):
+        raise AssertionError("prepare() called set_ip_adapter_scale")
+
+    for pipe in (pipeline.text_to_image, pipeline.inpaint):
+        monkeypatch.setattr(pipe, "set_ip_adapter_scale", walk)
+    face = dataclasses.replace(BASE, face=FaceCondition(*identity), adapters=scales(ip_adapter=0.7))
+    pipe, _ = pipeline.prepare(face)
+    assert adapter_state(pipeline, pipe)[0] == [[0.7, 0.0]]
+    # A processor replaced after the first request (nothing does so today) still gets its scales.
+    module, old = ip_adapter_attentions(pipe.unet)[0]
+    module.set_processor(IPAttnProcessorWithPrecomputedKV.replacing(old))
+    try:
+        pipe, _ = pipeline.prepare(inpaint_settings(1024, 1024, face=FaceCondition(*identity)))
+        assert pipe is pipeline.inpaint and module.processor.scale == [1.0, 0.0]
+        assert adapter_state(pipeline, pipe)[0] == [[1.0, 0.0]]
+    finally:
+        module.set_processor(old)
 
 
 def test_inpaint_pipeline_shares_every_module(pipeline):

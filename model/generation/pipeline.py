@@ -23,6 +23,11 @@ import diffusers
 import numpy as np
 import torch
 from diffusers import StableDiffusionXLInpaintPipeline, StableDiffusionXLPipeline
+from diffusers.models.attention_processor import (
+    IPAdapterAttnProcessor,
+    IPAdapterAttnProcessor2_0,
+    IPAdapterXFormersAttnProcessor,
+)
 from diffusers.models.embeddings import IPAdapterFaceIDPlusImageProjection
 from PIL import Image
 
@@ -211,7 +216,7 @@ class CharacterPipeline:
         scales[self.appearance_index] = settings.adapters.appearance
         if self.identity_adapter == FACEID:
             scales[FACEID_ADAPTER_INDEX] = settings.adapters.ip_adapter
-        pipe.set_ip_adapter_scale(scales)
+        set_ip_adapter_scales(self._ip_adapter_processors(unet), scales)
         self._set_loras(settings)
         # The image tokens are projected once per pipeline call (model/generation/image_kv_cache.py).
         unet.encoder_hid_proj.forget()
@@ -242,6 +247,20 @@ class CharacterPipeline:
                 image=settings.init_image, mask_image=settings.mask_image, strength=settings.strength
             )
         return pipe, inputs
+
+    @functools.cached_property
+    def _ip_adapter_attentions(self) -> dict[torch.nn.Module, tuple]:
+        """Per UNet (both pipelines share one), its IP-Adapter attentions and their processors."""
+        return {}
+
+    def _ip_adapter_processors(self, unet) -> tuple:
+        """The UNet's IP-Adapter attention processors, found once: set_ip_adapter_scale walks every
+        module of the UNet for them on each call (about 20 ms on SDXL). Found again should one of them
+        have been replaced since (the processors are set at load: project_once_per_call)."""
+        attentions = self._ip_adapter_attentions.get(unet)
+        if attentions is None or any(module.processor is not processor for module, processor in attentions):
+            attentions = self._ip_adapter_attentions[unet] = ip_adapter_attentions(unet)
+        return tuple(processor for _, processor in attentions)
 
     def _scheduler(self, spec: SchedulerSpec | None):
         """A fresh scheduler per request (schedulers keep step state), on the folder's noise schedule."""
@@ -371,6 +390,34 @@ class CharacterPipeline:
             hidden_states = encoder(torch.zeros_like(pixels), output_hidden_states=True).hidden_states
             tokens = self._zero_image_tokens[key] = hidden_states[-2]
         return tokens
+
+
+# The processors diffusers' set_ip_adapter_scale sets (loaders/ip_adapter.py); ours subclass
+# IPAdapterAttnProcessor2_0 (model/generation/image_kv_cache.py, which PuLID's ID branch sits in).
+IP_ADAPTER_PROCESSORS = (IPAdapterAttnProcessor, IPAdapterAttnProcessor2_0, IPAdapterXFormersAttnProcessor)
+
+
+def ip_adapter_attentions(unet) -> tuple:
+    """(attention module, processor) of every IP-Adapter attention processor of the UNet, in the order of
+    unet.attn_processors."""
+    return tuple(
+        (module, module.processor)
+        for module in unet.modules()
+        if hasattr(module, "get_processor") and isinstance(module.processor, IP_ADAPTER_PROCESSORS)
+    )
+
+
+def set_ip_adapter_scales(processors, scales: list[float]) -> None:
+    """What pipe.set_ip_adapter_scale(scales) does for a list of plain numbers (one per adapter), on the
+    given processors: each processor's own `scale` list is updated in place, and another count of numbers
+    than the processor has adapters is a ValueError (diffusers broadcasts a single number only onto a
+    single adapter, which is no broadcast). The numbers are stored as given: Python floats stay Python
+    floats."""
+    for processor in processors:
+        if len(scales) != len(processor.scale):
+            raise ValueError(f"{len(scales)} IP-Adapter scales for {len(processor.scale)} IP-Adapters")
+        for index, scale in enumerate(scales):
+            processor.scale[index] = scale
 
 
 def to_pil(image: torch.Tensor) -> Image.Image:
