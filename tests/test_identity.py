@@ -11,6 +11,7 @@ import time
 
 import numpy as np
 import onnx
+import onnxruntime
 import pytest
 from insightface.utils import face_align
 from PIL import Image
@@ -26,6 +27,7 @@ from model.identity.faces import (
     NoUsableFace,
     cosine_similarity,
     execution_providers,
+    provider_options,
 )
 from model.inputs.images import MAX_DECODED_PIXELS, load_image, load_mask
 from model.weights.layout import FACE_DETECTOR_FILE, FACE_RECOGNIZER_FILE
@@ -397,6 +399,40 @@ def test_odd_files_load_upright_at_their_size(astronaut, tmp_path, kind, loader,
 )
 def test_execution_providers_put_cuda_first_when_onnxruntime_has_it(available, expected):
     assert execution_providers(available) == expected
+
+
+CUDA_OPTIONS = {"cudnn_conv_algo_search": "HEURISTIC", "arena_extend_strategy": "kSameAsRequested"}
+
+
+@pytest.mark.parametrize(
+    "available, expected",
+    [
+        (["TensorrtExecutionProvider", CUDA_PROVIDER, CPU_PROVIDER], [CUDA_OPTIONS, {}]),
+        ([CPU_PROVIDER], [{}]),
+    ],
+)
+def test_the_cuda_provider_gets_the_heuristic_search_and_an_exact_arena(available, expected):
+    providers, _ = execution_providers(available)
+    assert provider_options(providers) == expected
+
+
+def test_every_face_session_is_given_the_provider_options(face_dir, monkeypatch):
+    # As in the GPU image, where onnxruntime lists CUDA; this CPU wheel then warns and runs on the CPU, so
+    # the sessions still load, and each was created with the CUDA options beside the CPU fallback.
+    created = []
+    create = onnxruntime.InferenceSession.__init__
+
+    def recording(self, path, *args, **kwargs):
+        created.append((kwargs.get("providers"), kwargs.get("provider_options")))
+        create(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(onnxruntime.InferenceSession, "__init__", recording)
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: [CUDA_PROVIDER, CPU_PROVIDER])
+    with pytest.warns(UserWarning, match="CUDAExecutionProvider"):
+        analyzer = FaceAnalyzer(face_dir)
+    assert created == [([CUDA_PROVIDER, CPU_PROVIDER], [CUDA_OPTIONS, {}])] * 2  # detector, recognizer
+    assert analyzer.provider == CPU_PROVIDER
+    assert isinstance(analyzer.find_identity(Image.new("RGB", (64, 64), (128, 128, 128))), NoUsableFace)
 
 
 def test_face_analysis_logs_the_provider_its_sessions_run_on(face_dir, caplog):

@@ -537,3 +537,24 @@ def test_a_warm_up_failure_falls_back_to_the_dynamic_cache_with_a_warning(tiny_q
     assert static.static_cache is None and "inductor: no C++ compiler" in caplog.text
     assert static.model.generation_config.compile_config is None
     assert static.generate_text("Marie Curie", seed=2) == dynamic.generate_text("Marie Curie", seed=2)
+
+
+def test_a_static_cache_that_cannot_be_built_falls_back_to_the_dynamic_cache(tiny_qwen, caplog, monkeypatch):
+    # E.g. a transformers release whose StaticCache takes other arguments: setup goes on without it (and
+    # without the compiled decoding, which needs it), and the log says why.
+    from model.prompting import rewriter
+
+    def other_signature(*args, **kwargs):
+        raise TypeError("StaticCache.__init__() got an unexpected keyword argument 'max_cache_len'")
+
+    model, _ = tiny_qwen
+    # As on CUDA, where the compile setting is what a static cache would get.
+    monkeypatch.setattr(model.generation_config, "compile_config", rewriter.DECODE_COMPILE)
+    monkeypatch.setattr(rewriter, "StaticCache", other_signature)
+    with caplog.at_level(logging.WARNING, logger="model.prompting.rewriter"):
+        dynamic, static = _rewriters(tiny_qwen)
+    assert "could not build the static KV cache (TypeError" in caplog.text
+    assert static.static_cache is None and static.static_cache_length == 0
+    assert model.generation_config.compile_config is None
+    assert static.generate_text("Marie Curie", seed=2) == dynamic.generate_text("Marie Curie", seed=2)
+    assert static.last_new_tokens == 16

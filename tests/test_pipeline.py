@@ -9,14 +9,20 @@ import dataclasses
 
 import numpy as np
 import pytest
+import torch
+from diffusers.image_processor import VaeImageProcessor
 from PIL import Image
 from transformers import CLIPTokenizer
 
+from model.generation.image_kv_cache import IPAttnProcessorWithPrecomputedKV
 from model.generation.pipeline import (
     APPEARANCE_ADAPTER_INDEX,
     FACEID_ADAPTER_INDEX,
     FACEID_LORA_ADAPTER,
     CharacterPipeline,
+    ip_adapter_attentions,
+    set_ip_adapter_scales,
+    to_pil,
 )
 from model.generation.settings import AdapterScales, FaceCondition, GenerationSettings
 from tests.helpers.tiny import random_identity
@@ -115,6 +121,113 @@ def test_inpainting_returns_the_working_size(pipeline, identity):
     )
     assert image.size == (1152, 896)
     assert steps == [(1, 2), (2, 2)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_the_decode_on_the_device_gives_diffusers_pil_bytes(dtype):
+    # What the VAE gives, beyond [-1, 1] at both ends (postprocess clamps), and the values that land
+    # exactly half-way between two uint8 levels, where the rounding rule decides.
+    generator = torch.Generator().manual_seed(0)
+    decoded = torch.rand(1, 3, 96, 64, generator=generator) * 2.4 - 1.2
+    ties = (torch.arange(256.0) + 0.5) / 255 * 2 - 1
+    decoded[0, :, 0, :64] = ties[:64]
+    decoded[0, :, 1, :64] = ties[64:128]
+    decoded = decoded.to(dtype)
+    processor = VaeImageProcessor()
+    expected = processor.postprocess(decoded, output_type="pil")[0]
+    image = to_pil(processor.postprocess(decoded, output_type="pt")[0])
+    assert (image.mode, image.size) == (expected.mode, expected.size) == ("RGB", (64, 96))
+    assert image.tobytes() == expected.tobytes()
+    if dtype == torch.float16:
+        # Why to_pil upcasts: fp16 times 255 rounds to other levels than diffusers' float32.
+        in_half = (processor.postprocess(decoded, output_type="pt")[0] * 255).round().to(torch.uint8)
+        assert not np.array_equal(in_half.permute(1, 2, 0).numpy(), pixels(expected))
+
+
+@pytest.mark.parametrize("inpainting", [False, True])
+def test_generate_gives_the_bytes_of_the_pipelines_own_pil_output(pipeline, identity, inpainting):
+    face = FaceCondition(*identity)
+    settings = inpaint_settings(1024, 1024, face=face) if inpainting else dataclasses.replace(BASE, face=face)
+    pipe, inputs = pipeline.prepare(settings)
+    assert pipe is (pipeline.inpaint if inpainting else pipeline.text_to_image)
+    expected = pipe(**inputs, output_type="pil").images[0]
+    assert pipeline.generate(settings).tobytes() == expected.tobytes()
+
+
+def test_clip_tokens_equal_encode_image_and_the_zero_image_is_encoded_once(pipeline):
+    encoder = pipeline.text_to_image.image_encoder
+    calls = []
+    hook = encoder.register_forward_pre_hook(lambda module, args: calls.append(args[0].abs().sum().item()))
+    try:
+        pipeline._zero_image_tokens.clear()
+        for seed, pipe in enumerate([pipeline.text_to_image, pipeline.inpaint, pipeline.text_to_image]):
+            image = appearance_image(seed)
+            with torch.no_grad():
+                tokens, unconditional = pipe.encode_image(image, pipeline.device, 1, True)
+                calls.clear()
+                guided = pipeline._clip_tokens(pipe, image, guided=True)
+                assert torch.equal(guided, torch.cat([unconditional, tokens])[:, None])
+                # The zero image only on the first call, of either pipeline (they share the encoder).
+                zero_images = 1 if seed == 0 else 0
+                assert (len(calls), calls.count(0.0)) == (1 + zero_images, zero_images)
+                assert torch.equal(pipeline._clip_tokens(pipe, image, guided=False), tokens[:, None])
+        assert len(pipeline._zero_image_tokens) == 1
+    finally:
+        hook.remove()
+
+
+def ip_scales(unet) -> dict[str, list]:
+    """Every IP-Adapter processor's scale list (the list objects themselves), by processor name."""
+    return {name: p.scale for name, p in unet.attn_processors.items() if hasattr(p, "to_k_ip")}
+
+
+@pytest.mark.parametrize("fixture", ["pipeline", "pulid_pipeline"])
+def test_setting_the_scales_directly_is_set_ip_adapter_scale(request, fixture):
+    character = request.getfixturevalue(fixture)
+    pipe = character.text_to_image
+    adapters = len(pipe.unet.encoder_hid_proj.image_projection_layers)
+    lists = {2: [[0.0, 0.6], [1.0, 0.0], [0.35, 1.25], [0.0, 0.0]], 1: [[0.6], [0.0], [1.25]]}[adapters]
+    processors = character._ip_adapter_processors(pipe.unet)
+    # The PuLID pipeline's cross-attentions carry the ID branch inside these same processors.
+    assert processors and all(isinstance(p, IPAttnProcessorWithPrecomputedKV) for p in processors)
+    assert len(processors) == len(ip_scales(pipe.unet))
+    for scales in lists:
+        pipe.set_ip_adapter_scale([0.5] * adapters)
+        pipe.set_ip_adapter_scale(list(scales))
+        expected = {name: list(values) for name, values in ip_scales(pipe.unet).items()}
+        pipe.set_ip_adapter_scale([0.5] * adapters)
+        before = ip_scales(pipe.unet)
+        set_ip_adapter_scales(processors, list(scales))
+        after = ip_scales(pipe.unet)
+        assert after == expected
+        # In place, as diffusers does it: the same list objects, holding Python floats.
+        assert all(after[name] is before[name] for name in after)
+        assert {type(value) for values in after.values() for value in values} == {float}
+    for wrong in ([0.5] * (adapters + 1), [0.5] * (adapters - 1)):
+        with pytest.raises(ValueError):
+            pipe.set_ip_adapter_scale(wrong)
+        with pytest.raises(ValueError):
+            set_ip_adapter_scales(processors, wrong)
+
+
+def test_prepare_sets_the_scales_without_walking_the_unet(pipeline, identity, monkeypatch):
+    def walk(*args):
+        raise AssertionError("prepare() called set_ip_adapter_scale")
+
+    for pipe in (pipeline.text_to_image, pipeline.inpaint):
+        monkeypatch.setattr(pipe, "set_ip_adapter_scale", walk)
+    face = dataclasses.replace(BASE, face=FaceCondition(*identity), adapters=scales(ip_adapter=0.7))
+    pipe, _ = pipeline.prepare(face)
+    assert adapter_state(pipeline, pipe)[0] == [[0.7, 0.0]]
+    # A processor replaced after the first request (nothing does so today) still gets its scales.
+    module, old = ip_adapter_attentions(pipe.unet)[0]
+    module.set_processor(IPAttnProcessorWithPrecomputedKV.replacing(old))
+    try:
+        pipe, _ = pipeline.prepare(inpaint_settings(1024, 1024, face=FaceCondition(*identity)))
+        assert pipe is pipeline.inpaint and module.processor.scale == [1.0, 0.0]
+        assert adapter_state(pipeline, pipe)[0] == [[1.0, 0.0]]
+    finally:
+        module.set_processor(old)
 
 
 def test_inpaint_pipeline_shares_every_module(pipeline):

@@ -13,6 +13,7 @@ and values in model/generation/image_kv_cache.py.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +23,11 @@ import diffusers
 import numpy as np
 import torch
 from diffusers import StableDiffusionXLInpaintPipeline, StableDiffusionXLPipeline
+from diffusers.models.attention_processor import (
+    IPAdapterAttnProcessor,
+    IPAdapterAttnProcessor2_0,
+    IPAdapterXFormersAttnProcessor,
+)
 from diffusers.models.embeddings import IPAdapterFaceIDPlusImageProjection
 from PIL import Image
 
@@ -193,7 +199,8 @@ class CharacterPipeline:
         settings.appearance_image carries the character.
         """
         pipe, inputs = self.prepare(settings, on_step)
-        return pipe(**inputs, output_type="pil").images[0]
+        # "pt": the decoded image in [0, 1], still on the device; to_pil makes the bytes there.
+        return to_pil(pipe(**inputs, output_type="pt").images[0])
 
     @torch.no_grad()
     def prepare(
@@ -215,7 +222,7 @@ class CharacterPipeline:
         scales[self.appearance_index] = settings.adapters.appearance
         if self.identity_adapter == FACEID:
             scales[FACEID_ADAPTER_INDEX] = settings.adapters.ip_adapter
-        pipe.set_ip_adapter_scale(scales)
+        set_ip_adapter_scales(self._ip_adapter_processors(unet), scales)
         self._set_loras(settings)
         # The image tokens are projected once per pipeline call (model/generation/image_kv_cache.py).
         unet.encoder_hid_proj.forget()
@@ -246,6 +253,20 @@ class CharacterPipeline:
                 image=settings.init_image, mask_image=settings.mask_image, strength=settings.strength
             )
         return pipe, inputs
+
+    @functools.cached_property
+    def _ip_adapter_attentions(self) -> dict[torch.nn.Module, tuple]:
+        """Per UNet (both pipelines share one), its IP-Adapter attentions and their processors."""
+        return {}
+
+    def _ip_adapter_processors(self, unet) -> tuple:
+        """The UNet's IP-Adapter attention processors, found once: set_ip_adapter_scale walks every
+        module of the UNet for them on each call (about 20 ms on SDXL). Found again should one of them
+        have been replaced since (the processors are set at load: project_once_per_call)."""
+        attentions = self._ip_adapter_attentions.get(unet)
+        if attentions is None or any(module.processor is not processor for module, processor in attentions):
+            attentions = self._ip_adapter_attentions[unet] = ip_adapter_attentions(unet)
+        return tuple(processor for _, processor in attentions)
 
     def _scheduler(self, spec: SchedulerSpec | None):
         """A fresh scheduler per request (schedulers keep step state), on the folder's noise schedule."""
@@ -349,11 +370,74 @@ class CharacterPipeline:
 
         Both adapters read hidden states (not the pooled embedding). With guidance the unconditional half
         (the encoding of a zero image) comes first, as prepare_ip_adapter_image_embeds lays it out.
+        diffusers' encode_image(image, device, 1, True) computes the same, but it also encodes the zero
+        image on every call: that encoding never changes, so it is kept (_unconditional_clip_tokens).
         """
-        tokens, unconditional = pipe.encode_image(image.convert("RGB"), self.device, 1, True)
+        encoder = pipe.image_encoder
+        pixels = pipe.feature_extractor(image.convert("RGB"), return_tensors="pt").pixel_values
+        pixels = pixels.to(device=self.device, dtype=next(encoder.parameters()).dtype)
+        tokens = encoder(pixels, output_hidden_states=True).hidden_states[-2]
         if guided:
-            tokens = torch.cat([unconditional, tokens])
+            tokens = torch.cat([self._unconditional_clip_tokens(encoder, pixels), tokens])
         return tokens[:, None]
+
+    @functools.cached_property
+    def _zero_image_tokens(self) -> dict[tuple, torch.Tensor]:
+        """The image encoder's hidden states of a zero image, by (encoder, dtype, device, pixel shape)."""
+        return {}
+
+    def _unconditional_clip_tokens(self, encoder, pixels: torch.Tensor) -> torch.Tensor:
+        """The penultimate hidden states of the zero image shaped as `pixels`, encoded once per image
+        encoder, dtype and device (both pipelines share one encoder: one entry), as encode_image encodes
+        it: torch.zeros_like(pixels) through the same encoder, so the values are identical."""
+        key = (encoder, pixels.dtype, pixels.device, tuple(pixels.shape))
+        tokens = self._zero_image_tokens.get(key)
+        if tokens is None:
+            hidden_states = encoder(torch.zeros_like(pixels), output_hidden_states=True).hidden_states
+            tokens = self._zero_image_tokens[key] = hidden_states[-2]
+        return tokens
+
+
+# The processors diffusers' set_ip_adapter_scale sets (loaders/ip_adapter.py); ours subclass
+# IPAdapterAttnProcessor2_0 (model/generation/image_kv_cache.py, which PuLID's ID branch sits in).
+IP_ADAPTER_PROCESSORS = (IPAdapterAttnProcessor, IPAdapterAttnProcessor2_0, IPAdapterXFormersAttnProcessor)
+
+
+def ip_adapter_attentions(unet) -> tuple:
+    """(attention module, processor) of every IP-Adapter attention processor of the UNet, in the order of
+    unet.attn_processors."""
+    return tuple(
+        (module, module.processor)
+        for module in unet.modules()
+        if hasattr(module, "get_processor") and isinstance(module.processor, IP_ADAPTER_PROCESSORS)
+    )
+
+
+def set_ip_adapter_scales(processors, scales: list[float]) -> None:
+    """What pipe.set_ip_adapter_scale(scales) does for a list of plain numbers (one per adapter), on the
+    given processors: each processor's own `scale` list is updated in place, and another count of numbers
+    than the processor has adapters is a ValueError (diffusers broadcasts a single number only onto a
+    single adapter, which is no broadcast). The numbers are stored as given: Python floats stay Python
+    floats."""
+    for processor in processors:
+        if len(scales) != len(processor.scale):
+            raise ValueError(f"{len(scales)} IP-Adapter scales for {len(processor.scale)} IP-Adapters")
+        for index, scale in enumerate(scales):
+            processor.scale[index] = scale
+
+
+def to_pil(image: torch.Tensor) -> Image.Image:
+    """A decoded image (3, H, W) in [0, 1] (diffusers' output_type="pt") as an RGB PIL image, with exactly
+    the bytes of diffusers' "pil" output.
+
+    diffusers' "pil" path copies the float image to the host and scales and rounds it in numpy: on a GPU a
+    1024 x 1024 image crosses PCIe as 12 MiB of float32 and is converted on one CPU core. Here the uint8
+    pixels are made on the device and 3 MiB cross once. The same arithmetic as diffusers' (upcast to float32
+    first, as its pt_to_numpy does: fp16 times 255 rounds differently; then * 255, round half to even,
+    truncate to uint8), so the same bytes.
+    """
+    pixels = (image.float() * 255).round().to(torch.uint8).permute(1, 2, 0).contiguous()
+    return Image.fromarray(pixels.cpu().numpy())
 
 
 def build_scheduler(spec: SchedulerSpec, config):

@@ -86,6 +86,20 @@ def execution_providers(available: Sequence[str] | None = None) -> tuple[list[st
     return [CPU_PROVIDER], -1
 
 
+# The CUDA provider's options for the face models. cuDNN's convolution algorithm by its heuristic, not by
+# onnxruntime's default EXHAUSTIVE search, which benchmarks every algorithm on the first run of each input
+# shape (a first request would pay it, and the search needs workspace memory beside the diffusion models);
+# the heuristic's pick is what cuDNN recommends for the shape. The memory arena grown by what is asked,
+# not to the next power of two, which can double a large allocation on a GPU the UNet shares.
+CUDA_PROVIDER_OPTIONS = {"cudnn_conv_algo_search": "HEURISTIC", "arena_extend_strategy": "kSameAsRequested"}
+
+
+def provider_options(providers: Sequence[str]) -> list[dict[str, str]]:
+    """onnxruntime's provider_options for `providers`, one dict each: CUDA_PROVIDER_OPTIONS for the CUDA
+    provider, the defaults ({}) for the others."""
+    return [dict(CUDA_PROVIDER_OPTIONS) if provider == CUDA_PROVIDER else {} for provider in providers]
+
+
 def session_provider(app: FaceAnalysis) -> str:
     """The provider the face models' sessions actually run on: onnxruntime falls back to the CPU alone
     (with a warning) when the CUDA provider is listed but cannot start, e.g. without the CUDA libraries."""
@@ -112,8 +126,13 @@ class FaceAnalyzer:
         providers, ctx_id = execution_providers()
         try:
             # A directory name makes FaceAnalysis load every *.onnx in it, never download anything.
+            # provider_options reaches every onnxruntime.InferenceSession it makes (model_zoo's
+            # ModelRouter passes its keyword arguments on; SCRFD's extra sessions copy the main one's).
             app = FaceAnalysis(
-                name=str(model_dir), allowed_modules=["detection", "recognition"], providers=providers
+                name=str(model_dir),
+                allowed_modules=["detection", "recognition"],
+                providers=providers,
+                provider_options=provider_options(providers),
             )
         except AssertionError as error:
             # FaceAnalysis asserts that some file was routed to detection (by its outputs, as SCRFD).

@@ -9,7 +9,9 @@ On a CUDA GPU the rewrite decodes into a preallocated static KV cache, and trans
 compiles the one-token decoding step (torch.compile, mode "reduce-overhead": CUDA graphs) for it, since its
 shapes then never change; the warm-up in load() (setup) pays for compiling, never a request. The prompt's
 prefill runs uncompiled, so prompts of any length reuse the same graphs. On the CPU the rewrite keeps
-transformers' dynamic cache, uncompiled, as before (generate() compiles only on accelerators).
+transformers' dynamic cache, uncompiled, as before (generate() compiles only on accelerators). Should the
+static cache fail to build or the compiled decoding fail in warm-up, the rewriter logs a warning and goes on
+with the dynamic cache, uncompiled: the magic prompt never stops setup.
 """
 
 from __future__ import annotations
@@ -114,9 +116,19 @@ class PromptRewriter:
         self.static_cache_length = 0
         if static_cache:
             self.static_cache_length = self.static_cache_tokens()
-            self.static_cache = StaticCache(config=model.config, max_cache_len=self.static_cache_length)
-            if model.device.type == "cuda":
-                model.generation_config.compile_config = DECODE_COMPILE
+            try:
+                self.static_cache = StaticCache(config=model.config, max_cache_len=self.static_cache_length)
+            except Exception as error:  # noqa: BLE001 - another transformers' signature must not stop setup
+                log.warning(
+                    "Magic prompt: could not build the static KV cache (%s: %s); "
+                    "rewriting with the dynamic cache, uncompiled",
+                    type(error).__name__,
+                    error,
+                )
+                self.use_dynamic_cache()
+            else:
+                if model.device.type == "cuda":
+                    model.generation_config.compile_config = DECODE_COMPILE
 
     def static_cache_tokens(self) -> int:
         """The static cache's length: the chat without a user prompt, STATIC_CACHE_PROMPT_TOKENS for it and
