@@ -2,8 +2,9 @@
 
 ServiceOptions.from_environment is the only reader of the environment in the serving package. The Cog
 predictor calls it at setup and passes the value down: the weights folder and its tarball
-(model/weights/url.py), the compilation of the UNet (model/generation/pipeline.py), the appearance adapter
-beside FaceID and the safety checker (model/service.py). A value it cannot use fails setup with a
+(model/weights/url.py), the compilation of the UNet and its cache folder (model/generation/compilation.py,
+which sets torch's cache variables through set_compile_cache_folders), the appearance adapter beside FaceID
+and the safety checker (model/service.py). A value it cannot use fails setup with a
 ConfigurationError that names the variable and what to set, before any weights are fetched or loaded.
 VARIABLES lists each variable with the field it sets; a test checks the README's configuration table
 against it.
@@ -27,13 +28,16 @@ COMPILE_ENV = "CHARACTER_TORCH_COMPILE"
 APPEARANCE_WITH_FACE_ENV = "CHARACTER_APPEARANCE_WITH_FACE"
 SAFETY_CHECKER_ENV = "CHARACTER_SAFETY_CHECKER"
 IDENTITY_ADAPTER_ENV = "CHARACTER_IDENTITY_ADAPTER"
+# torch.compile's cache folders (inductor's, Triton's): read here, and set by set_compile_cache_folders.
+INDUCTOR_CACHE_ENV = "TORCHINDUCTOR_CACHE_DIR"
+TRITON_CACHE_ENV = "TRITON_CACHE_DIR"
 
 DEFAULT_WEIGHTS_DIR = Path("weights")
 # Above about 1 the appearance adapter copies the reference image outright.
 MAX_APPEARANCE_WITH_FACE = 1.0
 SAFETY_SWITCH = {"on": True, "off": False}
 # On by default: compile on a CUDA GPU (the CPU ignores it); 0 serves the UNet eagerly.
-COMPILE_SWITCH = {"": True, "1": True, "0": False}
+COMPILE_SWITCH = {"": True, "0": False, "1": True}
 # The identity adapter for a reference with a human face: PuLID v1.1 (the default), or IP-Adapter FaceID
 # Plus v2 with its LoRA.
 PULID = "pulid"
@@ -59,6 +63,9 @@ class ServiceOptions:
     safety_checker: bool = True
     # The identity adapter for a face reference, loaded at setup: "pulid" (PuLID v1.1) or "faceid".
     identity_adapter: str = PULID
+    # An operator's torch.compile cache folder (TORCHINDUCTOR_CACHE_DIR); None: the weights folder's
+    # .compile-cache (model/generation/compilation.py).
+    compile_cache_dir: Path | None = None
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> ServiceOptions:
@@ -80,6 +87,7 @@ class ServiceOptions:
                 environ, SAFETY_CHECKER_ENV, SAFETY_SWITCH, "on (the default) or off", default="on"
             ),
             identity_adapter=_identity_adapter(environ),
+            compile_cache_dir=Path(cache) if (cache := environ.get(INDUCTOR_CACHE_ENV, "").strip()) else None,
         )
 
 
@@ -92,7 +100,15 @@ VARIABLES = {
     APPEARANCE_WITH_FACE_ENV: "appearance_scale_with_face",
     SAFETY_CHECKER_ENV: "safety_checker",
     IDENTITY_ADAPTER_ENV: "identity_adapter",
+    INDUCTOR_CACHE_ENV: "compile_cache_dir",
 }
+
+
+def set_compile_cache_folders(folder: Path) -> None:
+    """Point inductor's and Triton's caches into `folder` (its inductor/ and triton/), where torch reads
+    them: from the environment, at each compilation. An operator's TRITON_CACHE_DIR is kept."""
+    os.environ[INDUCTOR_CACHE_ENV] = str(folder / "inductor")
+    os.environ.setdefault(TRITON_CACHE_ENV, str(folder / "triton"))
 
 
 def weights_dir_from_environment(environ: Mapping[str, str] | None = None) -> Path:

@@ -148,6 +148,7 @@ class CharacterService:
             device=device,
             dtype=dtype,
             compile=options.torch_compile,
+            compile_cache_dir=options.compile_cache_dir,
             identity_adapter=options.identity_adapter,
         )
         timer.lap("load_pipeline")

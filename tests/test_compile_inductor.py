@@ -18,8 +18,9 @@ import pytest
 import torch
 from torch._dynamo.utils import counters
 
-from model.generation.compilation import CACHE_FOLDER, INDUCTOR_CACHE_ENV, TRITON_CACHE_ENV, use_compile_cache
+from model.generation.compilation import CACHE_FOLDER, use_compile_cache
 from model.generation.pipeline import CharacterPipeline
+from model.options import INDUCTOR_CACHE_ENV, TRITON_CACHE_ENV
 from tests.test_compile import request
 
 pytestmark = pytest.mark.slow

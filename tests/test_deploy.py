@@ -28,13 +28,21 @@ KUBERNETES = ROOT / "deploy" / "kubernetes"
 KUBERNETES_VERSION = kubernetes_validate.latest_version()
 
 
+# The two PersistentVolumeClaims, by the name the Deployment mounts them by.
+WEIGHTS_CLAIM = "open-character-weights"
+COMPILE_CACHE_CLAIM = "open-character-compile-cache"
+
+
 def documents() -> dict[str, dict]:
-    """Every manifest under deploy/kubernetes, by kind."""
+    """Every manifest under deploy/kubernetes, by kind, or kind/name where a kind has several."""
     found = {}
     for path in sorted(KUBERNETES.glob("*.yaml")):
         for document in yaml.safe_load_all(path.read_text(encoding="utf-8")):
-            assert document["kind"] not in found, f"two {document['kind']} manifests"
-            found[document["kind"]] = document
+            key = document["kind"]
+            if key == "PersistentVolumeClaim":
+                key = f"{key}/{document['metadata']['name']}"
+            assert key not in found, f"two {key} manifests"
+            found[key] = document
     return found
 
 
@@ -77,7 +85,7 @@ def test_the_weights_volume_is_where_the_image_reads_them():
         for v in MANIFESTS["Deployment"]["spec"]["template"]["spec"]["volumes"]
         if v["name"] == mount["name"]
     )
-    claim = MANIFESTS["PersistentVolumeClaim"]["metadata"]["name"]
+    claim = MANIFESTS[f"PersistentVolumeClaim/{WEIGHTS_CLAIM}"]["metadata"]["name"]
     assert volume["persistentVolumeClaim"]["claimName"] == claim and mount["readOnly"] is True
     # The job that fills the claim runs the project's downloader into the same path.
     job = MANIFESTS["Job"]["spec"]["template"]["spec"]
@@ -86,6 +94,28 @@ def test_the_weights_volume_is_where_the_image_reads_them():
     command = job["containers"][0]["command"]
     assert (ROOT / command[1]).is_file() and command[command.index("--weights-dir") + 1] == env["WEIGHTS_DIR"]
     assert job["containers"][0]["image"] == container()["image"]
+
+
+def test_the_compile_cache_is_on_a_writable_volume_of_its_own():
+    """The weights are mounted read-only, so the server's default cache (the weights folder's
+    .compile-cache) would fall back to a temporary folder: the variables point it at a writable claim."""
+    from model.options import INDUCTOR_CACHE_ENV, TRITON_CACHE_ENV
+
+    env = {item["name"]: item.get("value") for item in container()["env"]}
+    mount = next(m for m in container()["volumeMounts"] if m["name"] == "compile-cache")
+    assert not mount.get("readOnly", False)
+    for name in (INDUCTOR_CACHE_ENV, TRITON_CACHE_ENV):
+        assert env[name].startswith(mount["mountPath"] + "/")
+    volume = next(
+        v
+        for v in MANIFESTS["Deployment"]["spec"]["template"]["spec"]["volumes"]
+        if v["name"] == mount["name"]
+    )
+    assert volume["persistentVolumeClaim"]["claimName"] == COMPILE_CACHE_CLAIM
+    assert not volume["persistentVolumeClaim"].get("readOnly", False)
+    assert MANIFESTS[f"PersistentVolumeClaim/{COMPILE_CACHE_CLAIM}"]["spec"]["accessModes"] == [
+        "ReadWriteMany"
+    ]
 
 
 def test_the_service_and_autoscaler_point_at_the_deployment():

@@ -12,6 +12,7 @@ from model.errors import ConfigurationError
 from model.options import (
     APPEARANCE_WITH_FACE_ENV,
     COMPILE_ENV,
+    INDUCTOR_CACHE_ENV,
     SAFETY_CHECKER_ENV,
     VARIABLES,
     WEIGHTS_DIR_ENV,
@@ -44,6 +45,7 @@ def test_every_variable_reaches_its_field():
         COMPILE_ENV: "0",
         APPEARANCE_WITH_FACE_ENV: "0.3",
         SAFETY_CHECKER_ENV: " Off ",
+        INDUCTOR_CACHE_ENV: "/cache/inductor",
     }
     options = ServiceOptions.from_environment(environ)
     assert options == ServiceOptions(
@@ -53,6 +55,7 @@ def test_every_variable_reaches_its_field():
         torch_compile=False,
         appearance_scale_with_face=0.3,
         safety_checker=False,
+        compile_cache_dir=Path("/cache/inductor"),
     )
     # Every field is set by exactly one variable.
     assert sorted(VARIABLES.values()) == sorted(field.name for field in dataclasses.fields(ServiceOptions))

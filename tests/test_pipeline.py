@@ -14,15 +14,14 @@ from diffusers.image_processor import VaeImageProcessor
 from PIL import Image
 from transformers import CLIPTokenizer
 
+from model.generation.decoding import to_pil
 from model.generation.image_kv_cache import IPAttnProcessorWithPrecomputedKV
+from model.generation.ip_adapter_scales import ip_adapter_attentions, set_ip_adapter_scales
 from model.generation.pipeline import (
     APPEARANCE_ADAPTER_INDEX,
     FACEID_ADAPTER_INDEX,
     FACEID_LORA_ADAPTER,
     CharacterPipeline,
-    ip_adapter_attentions,
-    set_ip_adapter_scales,
-    to_pil,
 )
 from model.generation.settings import AdapterScales, FaceCondition, GenerationSettings
 from tests.helpers.tiny import random_identity

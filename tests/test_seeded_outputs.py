@@ -1,13 +1,20 @@
-"""Seeded outputs of the tiny profile, pixel for pixel: a refactor that changes no behaviour keeps them.
+"""Seeded outputs of the tiny profile: a refactor that changes no behaviour keeps them.
 
-The hashes are of the RGB bytes of the output PNG of CharacterService on the tiny profile, with one torch
-thread (float sums depend on how work is split across threads). A change meant to alter outputs (a new
-scheduler default, another noise order) updates them in the same commit and says why in its message.
+The outputs of CharacterService on the tiny profile, with one torch thread (float sums depend on how work is
+split across threads), are compared with reference samples in tests/data/seeded/: every 8th pixel of every
+8th row (128x128 for a 1024x1024 output), a sample rather than an average, because averaging the tiny
+profile's noise images leaves grey. Not byte hashes: the same code on another CPU (AVX2 against AVX-512
+kernels in oneDNN and ATen) gives outputs that differ by one 8-bit level in a few pixels, which a hash takes
+for a change. A change of behaviour (another noise order, scheduler, scale or prompt) moves the sampled
+pixels by tens of levels. A change meant to
+alter outputs records them again (RECORD_SEEDED=1 pytest tests/test_seeded_outputs.py) in the same commit
+and says why in its message.
 """
 
 from __future__ import annotations
 
-import hashlib
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,21 +26,13 @@ from model.service import CharacterService, ServiceOptions
 
 pytestmark = pytest.mark.slow
 
-# Per identity adapter. Recorded again when the tiny UNet moved its attention one level deeper and the tiny
-# VAE lost its mid-block attention (devtools/profiles/tiny/sdxl.py); before that, FaceID's were those of the
-# releases before PuLID became the default (its path was kept whole, pixel for pixel).
-EXPECTED = {
-    "faceid": {
-        "text_to_image_default": "4580ed126657a15f84fa35b674519e2c25abfaa3320a4db14899f13a1a906037",
-        "text_to_image_turbo": "af68dd857ca682d6180a81b797e1e3000e71143449ea3fd57c4ddb0a186cfe6b",
-        "inpainting_default": "c980704415b6dcc9e5ebee4b29198b258e7b1f237cd2fd93013a7df4312f5eab",
-    },
-    "pulid": {
-        "text_to_image_default": "aaf5546af4e0d62443adffc11afdb4c25e45042bc9164253fea50d1fd9390abd",
-        "text_to_image_turbo": "929eb93ea93d81e8635c727f0e4a1f541748e771dcb44a3d960cecc5543493e9",
-        "inpainting_default": "4275725767a255265f4607e1c504f2b7ebab50d3a32395e2630ac14a83275efd",
-    },
-}
+REFERENCES = Path(__file__).parent / "data" / "seeded"
+ADAPTERS = ("faceid", "pulid")
+CASES = ("text_to_image_default", "text_to_image_turbo", "inpainting_default")
+SAMPLE_STEP = 8
+# In 8-bit levels, between a sample and its reference: the most any one value may differ, and the mean.
+MAX_LEVELS = 2
+MAX_MEAN_LEVELS = 0.05
 PROMPT = "a woman reading in a cafe, watercolor"
 
 
@@ -58,7 +57,7 @@ def inputs(tmp_path_factory, portrait):
     return folder
 
 
-def output_hash(service: CharacterService, inputs, speed: str, inpaint: bool) -> str:
+def output_sample(service: CharacterService, inputs, speed: str, inpaint: bool) -> Image.Image:
     request = build_request(
         prompt=PROMPT,
         character_reference_image=inputs / "reference.png",
@@ -72,15 +71,39 @@ def output_hash(service: CharacterService, inputs, speed: str, inpaint: bool) ->
         magic_prompt_option="Off",
     )
     with Image.open(service.generate(request)) as image:
-        return hashlib.sha256(image.convert("RGB").tobytes()).hexdigest()
+        pixels = np.asarray(image.convert("RGB"))
+        return Image.fromarray(np.ascontiguousarray(pixels[::SAMPLE_STEP, ::SAMPLE_STEP]))
 
 
-@pytest.mark.parametrize("adapter", list(EXPECTED))
-def test_seeded_tiny_outputs_are_pixel_identical(tiny_weights, inputs, one_thread, adapter):
+@pytest.mark.parametrize("adapter", ADAPTERS)
+def test_seeded_tiny_outputs_match_their_references(tiny_weights, inputs, one_thread, adapter):
     service = CharacterService.load(tiny_weights, ServiceOptions(identity_adapter=adapter))
-    actual = {
-        "text_to_image_default": output_hash(service, inputs, "Default", inpaint=False),
-        "text_to_image_turbo": output_hash(service, inputs, "Turbo", inpaint=False),
-        "inpainting_default": output_hash(service, inputs, "Default", inpaint=True),
+    samples = {
+        "text_to_image_default": output_sample(service, inputs, "Default", inpaint=False),
+        "text_to_image_turbo": output_sample(service, inputs, "Turbo", inpaint=False),
+        "inpainting_default": output_sample(service, inputs, "Default", inpaint=True),
     }
-    assert actual == EXPECTED[adapter]
+    assert tuple(samples) == CASES
+    for case, sample in samples.items():
+        path = REFERENCES / f"{adapter}_{case}.png"
+        if os.environ.get("RECORD_SEEDED") == "1":
+            REFERENCES.mkdir(parents=True, exist_ok=True)
+            sample.save(path)
+        with Image.open(path) as reference:
+            expected = np.asarray(reference.convert("RGB"), dtype=np.int16)
+        difference = np.abs(np.asarray(sample, dtype=np.int16) - expected)
+        assert difference.max() <= MAX_LEVELS and difference.mean() <= MAX_MEAN_LEVELS, (
+            case,
+            int(difference.max()),
+            float(difference.mean()),
+        )
+
+
+def test_a_change_of_behaviour_moves_the_samples_far_past_the_tolerance():
+    """The check can fail: the references of two cases (other noise, another speed) are far apart."""
+    default, turbo = (
+        np.asarray(Image.open(REFERENCES / f"faceid_text_to_image_{speed}.png"), dtype=np.int16)
+        for speed in ("default", "turbo")
+    )
+    difference = np.abs(default - turbo)
+    assert difference.mean() > 10 * MAX_MEAN_LEVELS and difference.max() > 10 * MAX_LEVELS

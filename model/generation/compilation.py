@@ -15,13 +15,14 @@ launch overhead of SDXL's ~1,700 kernels per step (docs/PERFORMANCE.md). The war
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from model.options import set_compile_cache_folders
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +37,6 @@ CUDA_MODE = "reduce-overhead"
 # The compile cache's folder in the weights folder: inductor's FX-graph, AOTAutograd and autotuning caches and
 # Triton's kernels, per torch version (another version's entries are never valid).
 CACHE_FOLDER = ".compile-cache"
-INDUCTOR_CACHE_ENV = "TORCHINDUCTOR_CACHE_DIR"
-TRITON_CACHE_ENV = "TRITON_CACHE_DIR"
 
 
 class CompileFailed(RuntimeError):
@@ -111,16 +110,15 @@ def unet_is_compiled(unet: nn.Module) -> bool:
     return getattr(unet, "_compiled_call_impl", None) is not None
 
 
-def use_compile_cache(weights_dir: Path) -> Path:
+def use_compile_cache(weights_dir: Path, configured: Path | None = None) -> Path:
     """Point inductor's and Triton's caches at the weights folder's CACHE_FOLDER, per torch version, so that
     a restarted server (a new container on the same weights volume) loads the kernels the last one built
-    instead of generating them. An operator's own TORCHINDUCTOR_CACHE_DIR / TRITON_CACHE_DIR are kept; a
-    read-only weights folder falls back to a temporary folder (logged: the cache then lasts one process).
-    Call before anything compiles (inductor reads the variable once). Returns inductor's cache folder."""
-    if INDUCTOR_CACHE_ENV in os.environ:
-        folder = Path(os.environ[INDUCTOR_CACHE_ENV])
-        log.info("Compile cache: %s (%s, as set)", folder, INDUCTOR_CACHE_ENV)
-        return folder
+    instead of generating them. `configured`: the operator's own folder (ServiceOptions.compile_cache_dir,
+    TORCHINDUCTOR_CACHE_DIR), which wins. A read-only weights folder falls back to a temporary folder
+    (logged: the cache then lasts one process). Returns inductor's cache folder."""
+    if configured is not None:
+        log.info("Compile cache: %s (TORCHINDUCTOR_CACHE_DIR, as set)", configured)
+        return configured
     folder = Path(weights_dir) / CACHE_FOLDER / f"torch-{torch.__version__}"
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -134,7 +132,6 @@ def use_compile_cache(weights_dir: Path) -> Path:
             error,
             folder,
         )
-    os.environ[INDUCTOR_CACHE_ENV] = str(folder / "inductor")
-    os.environ.setdefault(TRITON_CACHE_ENV, str(folder / "triton"))
+    set_compile_cache_folders(folder)
     log.info("Compile cache: %s", folder)
     return folder / "inductor"

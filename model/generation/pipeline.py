@@ -23,17 +23,14 @@ import diffusers
 import numpy as np
 import torch
 from diffusers import StableDiffusionXLInpaintPipeline, StableDiffusionXLPipeline
-from diffusers.models.attention_processor import (
-    IPAdapterAttnProcessor,
-    IPAdapterAttnProcessor2_0,
-    IPAdapterXFormersAttnProcessor,
-)
 from diffusers.models.embeddings import IPAdapterFaceIDPlusImageProjection
 from PIL import Image
 
 from model.generation import warm_up
 from model.generation.compilation import CUDA_MODE, compile_unet, unet_is_compiled, use_compile_cache
+from model.generation.decoding import to_pil
 from model.generation.image_kv_cache import project_once_per_call
+from model.generation.ip_adapter_scales import IPAdapterProcessors, set_ip_adapter_scales
 from model.generation.loading import (  # noqa: F401 (attach_adapters: re-exported for the tests)
     apply_gpu_settings,
     attach_adapters,
@@ -95,6 +92,8 @@ class CharacterPipeline:
         pristine = pristine_device(device, PRISTINE_ON_GPU_MIN_GIB)
         self.loras = MergedLoras.take_from(text_to_image.unet, pristine)
         project_once_per_call(text_to_image.unet)
+        # The IP-Adapter processors whose scales each request sets.
+        self._ip_adapters = IPAdapterProcessors()
         # The cross-attentions that carry PuLID's ID branch (empty with FaceID).
         self.id_attentions = (
             attach_id_branches(text_to_image.unet, pulid_attention) if pulid_attention is not None else ()
@@ -111,11 +110,12 @@ class CharacterPipeline:
         dtype: torch.dtype,
         compile: bool = False,
         identity_adapter: str = PULID,
+        compile_cache_dir: Path | None = None,
     ) -> CharacterPipeline:
         """Load the folder's weights with the identity adapter for faces ("pulid" or "faceid"); on CUDA
         apply the GPU settings, and compile when asked (CHARACTER_TORCH_COMPILE, on by default; the caller
         then runs warm_up() before serving: CharacterService.load does), with the compile cache in the
-        weights folder. `compile` is ignored on the CPU."""
+        weights folder (or compile_cache_dir, an operator's). `compile` is ignored on the CPU."""
         if identity_adapter not in (PULID, FACEID):
             raise ValueError(f"identity_adapter must be {PULID!r} or {FACEID!r}, got {identity_adapter!r}")
         text_to_image = load_sdxl(layout, device, dtype)
@@ -133,7 +133,7 @@ class CharacterPipeline:
             # After the adapters are attached, so that their layers get the same treatment.
             apply_gpu_settings(character.text_to_image)
             if compile:
-                use_compile_cache(layout.root)
+                use_compile_cache(layout.root, compile_cache_dir)
                 character.compile(mode=CUDA_MODE)
         return character
 
@@ -254,19 +254,9 @@ class CharacterPipeline:
             )
         return pipe, inputs
 
-    @functools.cached_property
-    def _ip_adapter_attentions(self) -> dict[torch.nn.Module, tuple]:
-        """Per UNet (both pipelines share one), its IP-Adapter attentions and their processors."""
-        return {}
-
     def _ip_adapter_processors(self, unet) -> tuple:
-        """The UNet's IP-Adapter attention processors, found once: set_ip_adapter_scale walks every
-        module of the UNet for them on each call (about 20 ms on SDXL). Found again should one of them
-        have been replaced since (the processors are set at load: project_once_per_call)."""
-        attentions = self._ip_adapter_attentions.get(unet)
-        if attentions is None or any(module.processor is not processor for module, processor in attentions):
-            attentions = self._ip_adapter_attentions[unet] = ip_adapter_attentions(unet)
-        return tuple(processor for _, processor in attentions)
+        """The UNet's IP-Adapter attention processors, found once (model/generation/ip_adapter_scales.py)."""
+        return self._ip_adapters.processors(unet)
 
     def _scheduler(self, spec: SchedulerSpec | None):
         """A fresh scheduler per request (schedulers keep step state), on the folder's noise schedule."""
@@ -396,48 +386,6 @@ class CharacterPipeline:
             hidden_states = encoder(torch.zeros_like(pixels), output_hidden_states=True).hidden_states
             tokens = self._zero_image_tokens[key] = hidden_states[-2]
         return tokens
-
-
-# The processors diffusers' set_ip_adapter_scale sets (loaders/ip_adapter.py); ours subclass
-# IPAdapterAttnProcessor2_0 (model/generation/image_kv_cache.py, which PuLID's ID branch sits in).
-IP_ADAPTER_PROCESSORS = (IPAdapterAttnProcessor, IPAdapterAttnProcessor2_0, IPAdapterXFormersAttnProcessor)
-
-
-def ip_adapter_attentions(unet) -> tuple:
-    """(attention module, processor) of every IP-Adapter attention processor of the UNet, in the order of
-    unet.attn_processors."""
-    return tuple(
-        (module, module.processor)
-        for module in unet.modules()
-        if hasattr(module, "get_processor") and isinstance(module.processor, IP_ADAPTER_PROCESSORS)
-    )
-
-
-def set_ip_adapter_scales(processors, scales: list[float]) -> None:
-    """What pipe.set_ip_adapter_scale(scales) does for a list of plain numbers (one per adapter), on the
-    given processors: each processor's own `scale` list is updated in place, and another count of numbers
-    than the processor has adapters is a ValueError (diffusers broadcasts a single number only onto a
-    single adapter, which is no broadcast). The numbers are stored as given: Python floats stay Python
-    floats."""
-    for processor in processors:
-        if len(scales) != len(processor.scale):
-            raise ValueError(f"{len(scales)} IP-Adapter scales for {len(processor.scale)} IP-Adapters")
-        for index, scale in enumerate(scales):
-            processor.scale[index] = scale
-
-
-def to_pil(image: torch.Tensor) -> Image.Image:
-    """A decoded image (3, H, W) in [0, 1] (diffusers' output_type="pt") as an RGB PIL image, with exactly
-    the bytes of diffusers' "pil" output.
-
-    diffusers' "pil" path copies the float image to the host and scales and rounds it in numpy: on a GPU a
-    1024 x 1024 image crosses PCIe as 12 MiB of float32 and is converted on one CPU core. Here the uint8
-    pixels are made on the device and 3 MiB cross once. The same arithmetic as diffusers' (upcast to float32
-    first, as its pt_to_numpy does: fp16 times 255 rounds differently; then * 255, round half to even,
-    truncate to uint8), so the same bytes.
-    """
-    pixels = (image.float() * 255).round().to(torch.uint8).permute(1, 2, 0).contiguous()
-    return Image.fromarray(pixels.cpu().numpy())
 
 
 def build_scheduler(spec: SchedulerSpec, config):
