@@ -137,10 +137,10 @@ class CharacterPipeline:
                 character.compile(mode=CUDA_MODE)
         return character
 
-    def compile(self, backend: str = "inductor", mode: str | None = None) -> None:
+    def compile(self, backend: str = "inductor", mode: str | None = None, **options) -> None:
         """Compile the UNet, shared by both pipelines (model/generation/compilation.py); run warm_up() next.
-        backend and mode: torch.compile's."""
-        compile_unet(self.text_to_image.unet, backend=backend, mode=mode)
+        backend, mode and options (dynamic): compile_unet's."""
+        compile_unet(self.text_to_image.unet, backend=backend, mode=mode, **options)
 
     @property
     def compiled(self) -> bool:
