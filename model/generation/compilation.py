@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 
 # Graphs dynamo keeps per code object before it gives up on compiling it (its default is 8; past it, the
 # frame runs eagerly). The UNet's forward has a graph per path (which adapters' scales are 0: they skip
-# code), per batch (1 without CFG, 2 with) and per mode, each first static and then dynamic-shape.
+# code; PuLID's ID region or none) and per batch (1 without CFG, 2 with), on each side of its graph break:
+# the tiny profile's warm-up makes 13.
 RECOMPILE_LIMIT = 64
 # The mode on a CUDA GPU: inductor's Triton kernels replayed as CUDA graphs (torch.compile's
 # "reduce-overhead"), which record one graph per input shape on its first call. A prediction until

@@ -13,7 +13,6 @@ and values in model/generation/image_kv_cache.py.
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -94,6 +93,8 @@ class CharacterPipeline:
         project_once_per_call(text_to_image.unet)
         # The IP-Adapter processors whose scales each request sets.
         self._ip_adapters = IPAdapterProcessors()
+        # The image encoder's hidden states of a zero image, by (encoder, dtype, device, pixel shape).
+        self._zero_image_tokens: dict[tuple, torch.Tensor] = {}
         # The cross-attentions that carry PuLID's ID branch (empty with FaceID).
         self.id_attentions = (
             attach_id_branches(text_to_image.unet, pulid_attention) if pulid_attention is not None else ()
@@ -370,11 +371,6 @@ class CharacterPipeline:
         if guided:
             tokens = torch.cat([self._unconditional_clip_tokens(encoder, pixels), tokens])
         return tokens[:, None]
-
-    @functools.cached_property
-    def _zero_image_tokens(self) -> dict[tuple, torch.Tensor]:
-        """The image encoder's hidden states of a zero image, by (encoder, dtype, device, pixel shape)."""
-        return {}
 
     def _unconditional_clip_tokens(self, encoder, pixels: torch.Tensor) -> torch.Tensor:
         """The penultimate hidden states of the zero image shaped as `pixels`, encoded once per image
